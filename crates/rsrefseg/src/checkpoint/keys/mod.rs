@@ -1,0 +1,176 @@
+//! Declarative key tables, one per checkpoint format.
+//!
+//! A table turns the keys of a file into canonical parameter names (see [`super`]): first its
+//! [`Transform`]s (anything that is not a rename), then its ordered regex `renames` (each applied
+//! to every key in turn, like Hugging Face's conversion scripts), while keys matching `ignored`
+//! (tested on the key *before* renaming) are dropped on purpose. Tables hold no logic.
+
+use super::{HostTensor, LoadError, TensorMap};
+use regex::Regex;
+
+/// Non-rename rewrites a format needs.
+#[derive(Clone, Copy, Debug)]
+pub enum Transform {
+    /// PEFT LoRA: for every `P.base_layer.weight` with `P.lora_A.default.weight` (r, in[,1,1]) and
+    /// `P.lora_B.default.weight` (out, r[,1,1]), `P.weight = base + scale · B·A`; `P.base_layer.bias`
+    /// becomes `P.bias`. Also works for 1×1 convolutions.
+    MergePeftLora { scale: f32 },
+    /// Strip a literal prefix from every key that has it (e.g. PEFT's `base_model.model.`).
+    StripInfix(&'static str),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct KeyTable {
+    /// Human-readable format name for error messages.
+    pub format: &'static str,
+    pub transforms: &'static [Transform],
+    /// Ordered `(regex, replacement)` pairs; replacement syntax of the `regex` crate (`$1`).
+    pub renames: &'static [(&'static str, &'static str)],
+    /// Keys (regex, matched against the whole file key) dropped on purpose.
+    pub ignored: &'static [&'static str],
+}
+
+impl KeyTable {
+    /// Apply the table. Returns the canonical map and the list of keys that were ignored.
+    pub fn apply(&self, tensors: TensorMap) -> Result<(TensorMap, Vec<String>), LoadError> {
+        let mut tensors = tensors;
+        for t in self.transforms {
+            tensors = t.apply(tensors, self.format)?;
+        }
+        let ignored: Vec<Regex> = self
+            .ignored
+            .iter()
+            .map(|p| Regex::new(&format!("^(?:{p})$")).expect("valid ignore regex"))
+            .collect();
+        let renames: Vec<(Regex, &str)> = self
+            .renames
+            .iter()
+            .map(|(p, r)| (Regex::new(p).expect("valid rename regex"), *r))
+            .collect();
+        let mut out = TensorMap::new();
+        let mut dropped = Vec::new();
+        for (key, value) in tensors {
+            if ignored.iter().any(|re| re.is_match(&key)) {
+                dropped.push(key);
+                continue;
+            }
+            let mut name = key.clone();
+            for (re, rep) in &renames {
+                name = re.replace_all(&name, *rep).into_owned();
+            }
+            if out.insert(name.clone(), value).is_some() {
+                return Err(LoadError::format(
+                    self.format,
+                    format!("two tensors map to the same parameter {name} (last from {key})"),
+                ));
+            }
+        }
+        Ok((out, dropped))
+    }
+}
+
+impl Transform {
+    fn apply(&self, tensors: TensorMap, format: &str) -> Result<TensorMap, LoadError> {
+        match *self {
+            Transform::StripInfix(infix) => {
+                let mut out = TensorMap::new();
+                for (k, v) in tensors {
+                    out.insert(k.replacen(infix, "", 1), v);
+                }
+                Ok(out)
+            }
+            Transform::MergePeftLora { scale } => merge_peft_lora(tensors, scale, format),
+        }
+    }
+}
+
+fn merge_peft_lora(mut tensors: TensorMap, scale: f32, format: &str) -> Result<TensorMap, LoadError> {
+    let bases: Vec<String> = tensors
+        .keys()
+        .filter_map(|k| k.strip_suffix(".base_layer.weight").map(str::to_string))
+        .collect();
+    for p in bases {
+        let base = tensors.remove(&format!("{p}.base_layer.weight")).unwrap();
+        let a = tensors.remove(&format!("{p}.lora_A.default.weight"));
+        let b = tensors.remove(&format!("{p}.lora_B.default.weight"));
+        let merged = match (a, b) {
+            (Some(a), Some(b)) => merge_one(&base, &a, &b, scale)
+                .map_err(|m| LoadError::format(format, format!("LoRA of {p}: {m}")))?,
+            (None, None) => base,
+            _ => {
+                return Err(LoadError::format(format, format!("{p}: lora_A and lora_B must both be present")))
+            }
+        };
+        tensors.insert(format!("{p}.weight"), merged);
+        if let Some(bias) = tensors.remove(&format!("{p}.base_layer.bias")) {
+            tensors.insert(format!("{p}.bias"), bias);
+        }
+    }
+    if let Some(k) = tensors.keys().find(|k| k.contains(".lora_A.") || k.contains(".lora_B.")) {
+        return Err(LoadError::format(format, format!("{k}: LoRA tensor without a base_layer weight")));
+    }
+    Ok(tensors)
+}
+
+/// `W + scale · B·A` for Linear `(out,in)` or 1×1 conv `(out,in,1,1)` weights.
+pub fn merge_one(w: &HostTensor, a: &HostTensor, b: &HostTensor, scale: f32) -> Result<HostTensor, String> {
+    let out = w.shape[0];
+    let inp = w.numel() / out;
+    let r = a.shape[0];
+    if a.numel() != r * inp || b.shape[0] != out || b.numel() != out * r {
+        return Err(format!(
+            "shapes do not fit: base {:?}, lora_A {:?}, lora_B {:?}",
+            w.shape, a.shape, b.shape
+        ));
+    }
+    let mut data = w.data.clone();
+    for o in 0..out {
+        for k in 0..r {
+            let bv = b.data[o * r + k] * scale;
+            if bv == 0.0 {
+                continue;
+            }
+            let arow = &a.data[k * inp..(k + 1) * inp];
+            let drow = &mut data[o * inp..(o + 1) * inp];
+            for (d, av) in drow.iter_mut().zip(arow) {
+                *d += bv * av;
+            }
+        }
+    }
+    Ok(HostTensor::new(w.shape.clone(), data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lora_merge_adds_scaled_product() {
+        let w = HostTensor::new(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]);
+        let a = HostTensor::new(vec![1, 3], vec![1., 0., -1.]);
+        let b = HostTensor::new(vec![2, 1], vec![2., 0.5]);
+        let m = merge_one(&w, &a, &b, 0.5).unwrap();
+        assert_eq!(m.data, vec![2., 2., 2., 4.25, 5., 5.75]);
+    }
+
+    #[test]
+    fn table_renames_ignores_and_detects_collisions() {
+        const T: KeyTable = KeyTable {
+            format: "test",
+            transforms: &[Transform::StripInfix("base_model.model.")],
+            renames: &[(r"\.norm(\d)", ".layer_norm$1"), (r"^trunk\.", "")],
+            ignored: &[r"memory_.*"],
+        };
+        let mut m = TensorMap::new();
+        let t = HostTensor::new(vec![1], vec![0.]);
+        m.insert("base_model.model.trunk.blocks.0.norm1.weight".into(), t.clone());
+        m.insert("memory_encoder.x".into(), t.clone());
+        let (out, dropped) = T.apply(m).unwrap();
+        assert!(out.contains_key("blocks.0.layer_norm1.weight"));
+        assert_eq!(dropped, vec!["memory_encoder.x".to_string()]);
+        let mut m = TensorMap::new();
+        m.insert("trunk.a".into(), t.clone());
+        m.insert("a".into(), t);
+        assert!(T.apply(m).is_err());
+    }
+}

@@ -1,0 +1,337 @@
+//! Checkpoint loading: files → host tensors → (key table) → native parameter names → module.
+//!
+//! Every module in this crate names its fields after the reference checkpoints, so a module's
+//! parameters have *canonical names*: the PyTorch state-dict name of the reference module tree,
+//! in PyTorch layout. burn's own layers differ in two places that are handled here, once:
+//! `LayerNorm`/`BatchNorm` call their affine parameters `gamma`/`beta` (canonical `weight`/`bias`),
+//! and `Linear` stores its weight as `[in, out]` (canonical `(out, in)`, transposed on load).
+//!
+//! A file format is described by a [`keys::KeyTable`] (ordered regex renames, ignored keys and
+//! non-rename transforms) that turns file keys into canonical names. [`load_module`] then fills
+//! every parameter exactly once and reports missing, unexpected and mis-shaped tensors by name.
+
+pub mod keys;
+pub mod safetensors_file;
+pub mod torch_zip;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A tensor held on the host in f32 (every checkpoint dtype is converted on read).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "HostTensor: shape {shape:?} does not match {} values", data.len());
+        Self { shape, data }
+    }
+
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Transpose a 2-D tensor.
+    pub fn transpose2(&self) -> HostTensor {
+        let [r, c] = [self.shape[0], self.shape[1]];
+        let mut out = vec![0f32; r * c];
+        for i in 0..r {
+            for j in 0..c {
+                out[j * r + i] = self.data[i * c + j];
+            }
+        }
+        HostTensor::new(vec![c, r], out)
+    }
+
+    pub fn to_tensor<B: Backend, const D: usize>(&self, device: &B::Device) -> Tensor<B, D> {
+        Tensor::from_data(TensorData::new(self.data.clone(), self.shape.clone()), device)
+    }
+
+    pub fn from_tensor<B: Backend, const D: usize>(t: Tensor<B, D>) -> Self {
+        let shape = t.dims().to_vec();
+        let data = t
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("float tensor data");
+        HostTensor::new(shape, data)
+    }
+}
+
+/// Tensors by name, ordered for reproducible reports.
+pub type TensorMap = BTreeMap<String, HostTensor>;
+
+/// What went wrong when matching a file against a module.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadReport {
+    /// Parameters of the module with no tensor in the file: (name, expected shape).
+    pub missing: Vec<(String, Vec<usize>)>,
+    /// Tensors of the file that no parameter takes and no table ignores: (name, found shape).
+    pub unexpected: Vec<(String, Vec<usize>)>,
+    /// (name, expected shape, found shape).
+    pub mis_shaped: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// Number of parameters filled from the file.
+    pub loaded: usize,
+}
+
+impl LoadReport {
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.mis_shaped.is_empty()
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} tensors loaded", self.loaded)?;
+        if !self.missing.is_empty() {
+            writeln!(f, "missing ({}):", self.missing.len())?;
+            for (n, s) in &self.missing {
+                writeln!(f, "  {n}: expected shape {s:?}")?;
+            }
+        }
+        if !self.mis_shaped.is_empty() {
+            writeln!(f, "mis-shaped ({}):", self.mis_shaped.len())?;
+            for (n, e, s) in &self.mis_shaped {
+                writeln!(f, "  {n}: expected shape {e:?}, found {s:?}")?;
+            }
+        }
+        if !self.unexpected.is_empty() {
+            writeln!(f, "unexpected ({}):", self.unexpected.len())?;
+            for (n, s) in &self.unexpected {
+                writeln!(f, "  {n}: shape {s:?}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Format { path: String, message: String },
+    #[error("weights do not match the model ({context}):\n{report}")]
+    Mismatch { context: String, report: LoadReport },
+    #[error("{0}")]
+    Config(String),
+}
+
+impl LoadError {
+    pub fn format(path: impl Into<String>, message: impl Into<String>) -> Self {
+        LoadError::Format { path: path.into(), message: message.into() }
+    }
+}
+
+/// Options of [`load_module`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Keep the initial value of parameters the file lacks (reported, not an error). Never the
+    /// default: a partially loaded model computes garbage silently.
+    pub allow_partial: bool,
+}
+
+/// How a parameter's canonical form relates to burn's storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    Same,
+    /// burn `Linear` weight `[in, out]` ↔ canonical `(out, in)`.
+    Transposed,
+}
+
+/// Canonical (PyTorch) name and layout of the parameter at `path` whose field sits in a struct
+/// of type `container` (burn's "Struct:Name").
+fn canonical(path: &[String], container: &str) -> (String, Layout) {
+    let mut parts: Vec<&str> = path.iter().map(String::as_str).collect();
+    let last = parts.len() - 1;
+    let mut layout = Layout::Same;
+    match (container, parts[last]) {
+        ("Struct:LayerNorm" | "Struct:BatchNorm", "gamma") => parts[last] = "weight",
+        ("Struct:LayerNorm" | "Struct:BatchNorm", "beta") => parts[last] = "bias",
+        ("Struct:Linear", "weight") => layout = Layout::Transposed,
+        _ => {}
+    }
+    (parts.join("."), layout)
+}
+
+fn canonical_shape(burn_shape: &[usize], layout: Layout) -> Vec<usize> {
+    match layout {
+        Layout::Same => burn_shape.to_vec(),
+        Layout::Transposed => vec![burn_shape[1], burn_shape[0]],
+    }
+}
+
+#[derive(Default)]
+struct PathTracker {
+    path: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl PathTracker {
+    fn enter(&mut self, name: &str, container: &str) {
+        self.path.push(name.to_string());
+        self.containers.push(container.to_string());
+    }
+    fn exit(&mut self) {
+        self.path.pop();
+        self.containers.pop();
+    }
+    fn current(&self) -> (String, Layout) {
+        canonical(&self.path, self.containers.last().map(String::as_str).unwrap_or(""))
+    }
+}
+
+/// A parameter of a module: canonical name and shape (PyTorch layout).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+struct SpecCollector {
+    tracker: PathTracker,
+    specs: Vec<ParamSpec>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for SpecCollector {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.tracker.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.tracker.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let (name, layout) = self.tracker.current();
+        let shape = canonical_shape(&param.val().dims(), layout);
+        self.specs.push(ParamSpec { name, shape });
+    }
+}
+
+/// Every float parameter of `module` with its canonical name and PyTorch-layout shape.
+pub fn param_specs<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamSpec> {
+    let mut c = SpecCollector { tracker: PathTracker::default(), specs: Vec::new() };
+    module.visit(&mut c);
+    c.specs
+}
+
+/// Every float parameter of `module`, by canonical name, in PyTorch layout (for `inspect`,
+/// exports and tests).
+pub fn module_tensors<B: Backend, M: Module<B>>(module: &M) -> TensorMap {
+    struct Collect {
+        tracker: PathTracker,
+        out: TensorMap,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.tracker.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.tracker.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let (name, layout) = self.tracker.current();
+            let t = HostTensor::from_tensor(param.val());
+            let t = if layout == Layout::Transposed { t.transpose2() } else { t };
+            self.out.insert(name, t);
+        }
+    }
+    let mut c = Collect { tracker: PathTracker::default(), out: TensorMap::new() };
+    module.visit(&mut c);
+    c.out
+}
+
+struct Loader<'a, B: Backend> {
+    tracker: PathTracker,
+    tensors: &'a TensorMap,
+    device: B::Device,
+    used: std::collections::BTreeSet<String>,
+    report: LoadReport,
+}
+
+impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.tracker.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.tracker.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (name, layout) = self.tracker.current();
+        let (id, value, mapper) = param.consume();
+        let burn_shape = value.dims();
+        let expected = canonical_shape(&burn_shape, layout);
+        let Some(found) = self.tensors.get(&name) else {
+            self.report.missing.push((name, expected));
+            return Param::from_mapped_value(id, value, mapper);
+        };
+        self.used.insert(name.clone());
+        if found.shape != expected {
+            self.report.mis_shaped.push((name, expected, found.shape.clone()));
+            return Param::from_mapped_value(id, value, mapper);
+        }
+        let host = if layout == Layout::Transposed { found.transpose2() } else { found.clone() };
+        let require_grad = value.is_require_grad();
+        let mut t: Tensor<B, D> = host.to_tensor(&self.device);
+        if require_grad {
+            t = t.require_grad();
+        }
+        self.report.loaded += 1;
+        Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+/// Fill `module`'s parameters from `tensors` (already in canonical names, see [`keys`]).
+///
+/// Fails with [`LoadError::Mismatch`] naming every missing, unexpected or mis-shaped tensor,
+/// unless `allow_partial` is set, in which case only mis-shaped tensors fail.
+pub fn load_module<B: Backend, M: Module<B>>(
+    module: M,
+    tensors: &TensorMap,
+    device: &B::Device,
+    options: LoadOptions,
+    context: &str,
+) -> Result<(M, LoadReport), LoadError> {
+    let mut loader = Loader::<B> {
+        tracker: PathTracker::default(),
+        tensors,
+        device: device.clone(),
+        used: Default::default(),
+        report: LoadReport::default(),
+    };
+    let module = module.map(&mut loader);
+    let mut report = loader.report;
+    report.unexpected = tensors
+        .iter()
+        .filter(|(k, _)| !loader.used.contains(*k))
+        .map(|(k, v)| (k.clone(), v.shape.clone()))
+        .collect();
+    let fatal = !report.mis_shaped.is_empty()
+        || (!options.allow_partial && (!report.missing.is_empty() || !report.unexpected.is_empty()));
+    if fatal {
+        return Err(LoadError::Mismatch { context: context.to_string(), report });
+    }
+    Ok((module, report))
+}
+
+/// Read a checkpoint file of any supported container (safetensors or a torch zip archive) into
+/// host tensors, without applying any key table.
+pub fn read_tensors(path: &std::path::Path) -> Result<TensorMap, LoadError> {
+    let bytes = std::fs::read(path)
+        .map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
+    read_tensors_from_bytes(&bytes, &path.display().to_string())
+}
+
+/// [`read_tensors`] on bytes already in memory (wasm, tests). The container is recognised from
+/// its first bytes, not from the file name.
+pub fn read_tensors_from_bytes(bytes: &[u8], origin: &str) -> Result<TensorMap, LoadError> {
+    if bytes.starts_with(b"PK\x03\x04") {
+        torch_zip::read(bytes, origin)
+    } else {
+        safetensors_file::read(bytes, origin)
+    }
+}

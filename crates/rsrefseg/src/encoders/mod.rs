@@ -1,0 +1,1 @@
+//! SigLIP(2) towers

@@ -1,0 +1,18 @@
+//! # rsrefseg — RSRefSeg 2 in burn
+//!
+//! Referring remote-sensing image segmentation: an aerial image and a sentence ("the white ship
+//! left of the pier") in, the mask of the referred object out. The model follows the paper's
+//! figure, and so does this crate:
+//!
+//! - [`encoders`]: the SigLIP(2) text and vision towers (dual-modality encoder) and the tokenizer;
+//! - [`sam`]: SAM 2.1 — Hiera + FPN image encoder, prompt encoder, mask decoder;
+//! - [`nn`]: primitives shared by several parts (attention, MLP, LayerNorm2d, resampling);
+//! - [`checkpoint`]: reading safetensors / torch files and the per-format key tables;
+//! - [`pre`] / [`post`]: image pre-processing per branch and mask post-processing.
+//!
+//! Every module is generic over a burn `Backend`; the CLI and the web crate pick one.
+
+pub mod checkpoint;
+pub mod encoders;
+pub mod nn;
+pub mod sam;

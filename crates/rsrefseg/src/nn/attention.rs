@@ -1,0 +1,108 @@
+//! Multi-head attention with separate q/k/v/out projections.
+//!
+//! One module serves SigLIP (`internal_dim = dim`), SAM's two-way transformer (cross attention with
+//! `downsample_rate = 2`) and the prompter (`internal_dim = 512` with different q and kv widths).
+//! Field names follow the checkpoints (`q_proj`, `k_proj`, `v_proj`, `out_proj`).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::Tensor;
+
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    /// Width of the queries (and of the output).
+    pub q_dim: usize,
+    /// Width of keys and values.
+    pub kv_dim: usize,
+    /// Width of the projected q/k/v, split into `num_heads` heads.
+    pub internal_dim: usize,
+    pub num_heads: usize,
+}
+
+impl AttentionConfig {
+    /// Self-attention (q, k and v of the same width).
+    pub fn self_attn(dim: usize, internal_dim: usize, num_heads: usize) -> Self {
+        Self::new(dim, dim, internal_dim, num_heads)
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
+        assert!(
+            self.internal_dim % self.num_heads == 0,
+            "attention internal_dim {} is not divisible by num_heads {}",
+            self.internal_dim,
+            self.num_heads
+        );
+        Attention {
+            q_proj: LinearConfig::new(self.q_dim, self.internal_dim).init(device),
+            k_proj: LinearConfig::new(self.kv_dim, self.internal_dim).init(device),
+            v_proj: LinearConfig::new(self.kv_dim, self.internal_dim).init(device),
+            out_proj: LinearConfig::new(self.internal_dim, self.q_dim).init(device),
+            num_heads: self.num_heads,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub out_proj: Linear<B>,
+    pub num_heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// # Shapes
+    /// - q: `[b, n_q, q_dim]`, k, v: `[b, n_k, kv_dim]`
+    /// - key_bias: optional additive bias broadcast to `[b, heads, n_q, n_k]` (e.g. `-inf` on
+    ///   padded keys)
+    /// - output: `[b, n_q, q_dim]`
+    pub fn forward(
+        &self,
+        q: Tensor<B, 3>,
+        k: Tensor<B, 3>,
+        v: Tensor<B, 3>,
+        key_bias: Option<Tensor<B, 4>>,
+    ) -> Tensor<B, 3> {
+        let q = self.separate_heads(self.q_proj.forward(q));
+        let k = self.separate_heads(self.k_proj.forward(k));
+        let v = self.separate_heads(self.v_proj.forward(v));
+        let out = sdpa(q, k, v, key_bias);
+        self.out_proj.forward(recombine_heads(out))
+    }
+
+    /// `[b, n, h·d] -> [b, h, n, d]`
+    fn separate_heads(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
+        let [b, n, c] = x.dims();
+        x.reshape([b, n, self.num_heads, c / self.num_heads])
+            .swap_dims(1, 2)
+    }
+}
+
+/// `[b, h, n, d] -> [b, n, h·d]`
+pub fn recombine_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [b, h, n, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, n, h * d])
+}
+
+/// Scaled dot-product attention, `softmax(q kᵀ / √d + bias) v`.
+///
+/// # Shapes
+/// - q: `[b, h, n_q, d]`, k, v: `[b, h, n_k, d]` → `[b, h, n_q, d]`
+pub fn sdpa<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    bias: Option<Tensor<B, 4>>,
+) -> Tensor<B, 4> {
+    let bias = bias.map(|bias| {
+        let [b, h, nq, _] = q.dims();
+        let [_, _, nk, _] = k.dims();
+        bias.expand([b, h, nq, nk])
+    });
+    attention(q, k, v, None, bias, AttentionModuleOptions::default())
+}

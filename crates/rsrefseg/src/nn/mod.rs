@@ -1,0 +1,12 @@
+//! Primitives shared by at least two parts of the model (encoders, prompter, SAM).
+
+pub mod activation;
+pub mod attention;
+pub mod interpolate;
+pub mod layer_norm2d;
+pub mod mlp;
+
+pub use activation::Activation;
+pub use attention::{Attention, AttentionConfig};
+pub use layer_norm2d::{LayerNorm2d, LayerNorm2dConfig};
+pub use mlp::{Mlp, MlpConfig};
