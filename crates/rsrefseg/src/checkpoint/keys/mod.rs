@@ -5,6 +5,9 @@
 //! to every key in turn, like Hugging Face's conversion scripts), while keys matching `ignored`
 //! (tested on the key *before* renaming) are dropped on purpose. Tables hold no logic.
 
+pub mod sam2_hf;
+pub mod sam2_original;
+
 use super::{HostTensor, LoadError, TensorMap};
 use regex::Regex;
 
@@ -17,6 +20,12 @@ pub enum Transform {
     MergePeftLora { scale: f32 },
     /// Strip a literal prefix from every key that has it (e.g. PEFT's `base_model.model.`).
     StripInfix(&'static str),
+    /// Split the stacked `(n, d)` tensor `from` into `n` tensors `(1, d)` named `to` with `{}`
+    /// replaced by the row index (HF SAM 2 stores its point embeddings this way).
+    UnstackRows { from: &'static str, to: &'static str },
+    /// `alias` is a tied copy of `name`, saved once or twice: it is dropped when `name` is
+    /// present and renamed to `name` otherwise.
+    TiedCopy { name: &'static str, alias: &'static str },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -80,8 +89,28 @@ impl Transform {
                 Ok(out)
             }
             Transform::MergePeftLora { scale } => merge_peft_lora(tensors, scale, format),
+            Transform::UnstackRows { from, to } => unstack_rows(tensors, from, to, format),
+            Transform::TiedCopy { name, alias } => {
+                let mut tensors = tensors;
+                if let Some(copy) = tensors.remove(alias) {
+                    tensors.entry(name.to_string()).or_insert(copy);
+                }
+                Ok(tensors)
+            }
         }
     }
+}
+
+fn unstack_rows(mut tensors: TensorMap, from: &str, to: &str, format: &str) -> Result<TensorMap, LoadError> {
+    let Some(stacked) = tensors.remove(from) else { return Ok(tensors) };
+    if stacked.shape.len() != 2 {
+        return Err(LoadError::format(format, format!("{from}: expected a 2-D table, found shape {:?}", stacked.shape)));
+    }
+    let d = stacked.shape[1];
+    for (i, row) in stacked.data.chunks_exact(d).enumerate() {
+        tensors.insert(to.replace("{}", &i.to_string()), HostTensor::new(vec![1, d], row.to_vec()));
+    }
+    Ok(tensors)
 }
 
 fn merge_peft_lora(mut tensors: TensorMap, scale: f32, format: &str) -> Result<TensorMap, LoadError> {
