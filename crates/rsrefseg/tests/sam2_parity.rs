@@ -61,9 +61,14 @@ fn tensor<const D: usize>(name: &str) -> Tensor<B, D> {
     expected(name).to_tensor(&Default::default())
 }
 
-/// Compare with the fixture; returns the max abs difference (printed with `--nocapture`).
+/// Compare with the reference fixture; returns the max abs difference (printed with
+/// `--nocapture`).
 fn check<const D: usize>(name: &str, actual: Tensor<B, D>) -> f32 {
-    let exp = expected(name);
+    check_in(io(), name, actual)
+}
+
+fn check_in<const D: usize>(map: &TensorMap, name: &str, actual: Tensor<B, D>) -> f32 {
+    let exp = map.get(name).unwrap_or_else(|| panic!("fixture tensor {name} missing"));
     let act = HostTensor::from_tensor(actual);
     assert_eq!(act.shape, exp.shape, "{name}: shape");
     let mut max_abs = 0f32;
@@ -327,4 +332,152 @@ fn presets_have_the_released_sizes() {
         assert!((n - millions).abs() < 0.01, "{n} M vs {millions} M");
         println!("SAM 2.1 preset: {n:.2} M parameters");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unit fixtures (`tests/fixtures`, see its README): a tiny SAM 2.1 (S = 160, windows [8, 6, 6, 3]
+// so that windows are padded in blocks 2, 3, 5 and 6) saved in Meta's `.pt` format and in HF
+// `Sam2Model` layout, with encoder, prompt-encoder and decoder cases run by `sam2`.
+
+fn unit(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")).join(name)
+}
+
+fn unit_io() -> &'static TensorMap {
+    static IO: OnceLock<TensorMap> = OnceLock::new();
+    IO.get_or_init(|| read_tensors(&unit("sam2_io.safetensors")).expect("sam2_io.safetensors"))
+}
+
+fn unit_tensor<const D: usize>(name: &str) -> Tensor<B, D> {
+    unit_io().get(name).unwrap_or_else(|| panic!("{name} missing")).to_tensor(&Default::default())
+}
+
+fn unit_int<const D: usize>(name: &str) -> Tensor<B, D, Int> {
+    let t = unit_io().get(name).unwrap_or_else(|| panic!("{name} missing"));
+    let data: Vec<i64> = t.data.iter().map(|&v| v as i64).collect();
+    Tensor::from_data(TensorData::new(data, t.shape.clone()), &Default::default())
+}
+
+/// `sam2.1_hiera_t.yaml` with the overrides listed in `tests/fixtures/README.md`.
+fn unit_config() -> Sam2Config {
+    let hiera = rsrefseg::sam::hiera::HieraConfig::new()
+        .with_embed_dim(8)
+        .with_num_heads(1)
+        .with_stages(vec![1, 2, 3, 1])
+        .with_window_spec(vec![8, 6, 6, 3])
+        .with_global_att_blocks(vec![4])
+        .with_window_pos_embed_bkg_spatial_size([5, 5]);
+    Sam2Config::new(hiera).with_image_size(160).with_d_model(32)
+}
+
+fn unit_model(file: &str) -> Sam2<B> {
+    let tensors = read_tensors(&unit(file)).unwrap_or_else(|e| panic!("{e}"));
+    let (model, report) = load_sam2_tensors::<B>(tensors, &unit_config(), &Default::default(), LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.is_clean(), "{report}");
+    model
+}
+
+fn unit_decoder_input(sparse: &str, batch: usize) -> MaskDecoderInput<B> {
+    let rep = |t: Tensor<B, 4>| Tensor::cat(vec![t; batch], 0);
+    let dense = if batch == 1 { unit_tensor("pe_mask_dense") } else { rep(unit_tensor("pe_pb_dense")) };
+    MaskDecoderInput {
+        image_embeddings: rep(unit_tensor("image_embed")),
+        image_pe: unit_tensor("dense_pe"),
+        sparse_prompt_embeddings: unit_tensor(sparse),
+        dense_prompt_embeddings: dense,
+        high_res_features: Some(HighResFeatures {
+            feat_s0: rep(unit_tensor("feat_s0")),
+            feat_s1: rep(unit_tensor("feat_s1")),
+        }),
+        repeat_image: false,
+    }
+}
+
+#[test]
+fn unit_tiny_sam_hf_layout_matches_sam2() {
+    let model = unit_model("sam2_tiny/sam2_tiny_hf.safetensors");
+    let io = unit_io();
+
+    // Image encoder: windowed blocks with padding, q-pool, a global block.
+    let f = model.encode_image(unit_tensor("pixel_values"));
+    for (i, t) in f.backbone.trunk.iter().enumerate() {
+        check_in(io, &format!("trunk_out{i}"), t.clone());
+    }
+    let all_levels = model.image_encoder.neck.forward(f.backbone.trunk.clone());
+    for (i, t) in all_levels.into_iter().enumerate() {
+        check_in(io, &format!("fpn{i}"), t);
+    }
+    let hr = f.high_res.clone().unwrap();
+    check_in(io, "feat_s0", hr.feat_s0);
+    check_in(io, "feat_s1", hr.feat_s1);
+    check_in(io, "no_mem_embed", model.no_mem_embed.val());
+    check_in(io, "image_embed", f.image_embed.clone());
+    check_in(io, "dense_pe", model.image_pe());
+
+    // Prompt encoder: mask; points + box; points only (padding point).
+    let pe = &model.sam_prompt_encoder;
+    let m = pe.forward(None, None, Some(unit_tensor("pe_mask_in")), 1);
+    assert_eq!(m.sparse.dims(), [1, 0, 32]);
+    check_in(io, "pe_mask_dense", m.dense);
+    let points = || PointPrompts { coords: unit_tensor("pe_points_coords"), labels: unit_int("pe_points_labels") };
+    let pb = pe.forward(Some(points()), Some(unit_tensor("pe_box")), None, 1);
+    check_in(io, "pe_pb_sparse", pb.sparse);
+    check_in(io, "pe_pb_dense", pb.dense);
+    let p = pe.forward(Some(points()), None, None, 1);
+    check_in(io, "pe_p_sparse", p.sparse);
+    check_in(io, "pe_pb_dense", p.dense);
+
+    // Mask decoder with given sparse embeddings: all tokens, multimask, dynamic single mask.
+    let dec = &model.sam_mask_decoder;
+    let all = dec.predict_masks(unit_decoder_input("md_sparse_in", 1));
+    check_in(io, "md_all_masks", all.masks.clone());
+    check_in(io, "md_all_iou", all.iou_pred);
+    check_in(io, "md_mask_tokens_out", all.mask_tokens_out);
+    check_in(io, "md_obj_score_logits", all.object_score_logits);
+    check_in(io, "md_stability_token0", dec.stability_scores(all.masks.narrow(1, 0, 1)));
+    let multi = dec.forward(unit_decoder_input("md_sparse_in", 1), true, false);
+    check_in(io, "md_multi_masks", multi.masks);
+    check_in(io, "md_multi_iou", multi.iou_pred);
+    let single = dec.forward(unit_decoder_input("md_sparse_in", 1), false, false);
+    check_in(io, "md_single_masks", single.masks);
+    check_in(io, "md_single_iou", single.iou_pred);
+
+    // Batch of two: sample 0 falls back to its best multimask token, sample 1 keeps token 0.
+    let dyn_out = dec.forward(unit_decoder_input("dyn_sparse_in", 2), false, false);
+    check_in(io, "dyn_all_masks", dyn_out.all.masks.clone());
+    check_in(io, "dyn_all_iou", dyn_out.all.iou_pred.clone());
+    check_in(io, "dyn_obj_score_logits", dyn_out.object_score_logits.clone());
+    check_in(io, "dyn_masks", dyn_out.masks);
+    check_in(io, "dyn_iou", dyn_out.iou_pred);
+    let stability = dec.stability_scores(dyn_out.all.masks.clone().narrow(1, 0, 1));
+    check_in(io, "dyn_stability_token0", stability.clone());
+    check_in(io, "dyn_is_stable", stability.greater_equal_elem(0.98).float());
+    let best = dyn_out.all.iou_pred.clone().narrow(1, 1, 3).argmax(1).reshape([2]) + 1;
+    check_in(io, "dyn_best_multimask_index", best.float());
+    // Training selects token 0 for both.
+    let train = dec.forward(unit_decoder_input("dyn_sparse_in", 2), false, true);
+    let token0 = dyn_out.all.masks.narrow(1, 0, 1);
+    assert!(train.masks.sub(token0).abs().max().into_scalar() == 0.0);
+
+    // `repeat_image`: one image, two prompt sets.
+    let mut input = unit_decoder_input("dyn_sparse_in", 2);
+    input.image_embeddings = unit_tensor("image_embed");
+    input.repeat_image = true;
+    check_in(io, "dyn_all_masks", dec.predict_masks(input).masks);
+}
+
+#[test]
+fn unit_tiny_sam_pt_equals_hf_layout() {
+    // Meta's `.pt` (torch zip, `{"model": state_dict}` with the video modules) and the HF
+    // safetensors hold the same weights: both tables must give identical parameters.
+    let pt = unit_model("sam2_tiny/sam2_tiny.pt");
+    let hf = unit_model("sam2_tiny/sam2_tiny_hf.safetensors");
+    let (a, b) = (rsrefseg::checkpoint::module_tensors(&pt), rsrefseg::checkpoint::module_tensors(&hf));
+    assert_eq!(a.len(), b.len());
+    for (k, v) in &a {
+        assert_eq!(Some(v), b.get(k), "{k}");
+    }
+    let f = pt.encode_image(unit_tensor("pixel_values"));
+    check_in(unit_io(), "image_embed", f.image_embed);
 }
