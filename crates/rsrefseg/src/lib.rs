@@ -15,4 +15,6 @@
 pub mod checkpoint;
 pub mod encoders;
 pub mod nn;
+pub mod post;
+pub mod pre;
 pub mod sam;
