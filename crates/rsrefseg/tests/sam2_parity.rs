@@ -195,8 +195,7 @@ fn wrong_shape_names_the_tensor() {
     let key = "sam_mask_decoder.iou_token.weight";
     t.insert(key.to_string(), HostTensor::new(vec![1, 31], vec![0.0; 31]));
     let err = load_sam2_tensors::<B>(t, &Sam2Config::reference_dev(), &Default::default(), LoadOptions::default())
-        .err()
-        .expect("mis-shaped tensor must fail");
+        .expect_err("mis-shaped tensor must fail");
     let LoadError::Mismatch { report, .. } = &err else { panic!("unexpected error {err}") };
     assert_eq!(report.mis_shaped, vec![(key.to_string(), vec![1, 32], vec![1, 31])]);
     let msg = err.to_string();
@@ -211,8 +210,7 @@ fn unknown_and_missing_tensors_are_reported() {
     // Video modules are ignored on purpose.
     t.insert("memory_encoder.out_proj.weight".into(), HostTensor::new(vec![1], vec![0.0]));
     let err = load_sam2_tensors::<B>(t, &Sam2Config::reference_dev(), &Default::default(), LoadOptions::default())
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
     let LoadError::Mismatch { report, .. } = err else { panic!() };
     assert_eq!(report.missing, vec![("no_mem_embed".to_string(), vec![1, 1, 32])]);
     assert_eq!(report.unexpected, vec![("sam_mask_decoder.extra.weight".to_string(), vec![1])]);
@@ -245,6 +243,8 @@ fn to_hf_layout(original: &TensorMap) -> TensorMap {
         ("trunk.", ""),
         ("out_proj", "o_proj"),
     ];
+    let mlp3 = regex::Regex::new(r"(output_hypernetworks_mlps\.\d+|pred_obj_score_head)\.layers\.(\d)").unwrap();
+    let mlp2 = regex::Regex::new(r"\.mlp\.layers\.(\d)").unwrap();
     let mut out = TensorMap::new();
     let mut points = Vec::new();
     for (k, v) in original {
@@ -254,14 +254,12 @@ fn to_hf_layout(original: &TensorMap) -> TensorMap {
                 key = key.replace(a, b);
             }
         }
-        let mlp3 = regex::Regex::new(r"(output_hypernetworks_mlps\.\d+|pred_obj_score_head)\.layers\.(\d)").unwrap();
         key = mlp3
             .replace(&key, |c: &regex::Captures| {
                 let new = match &c[2] { "0" => "proj_in", "1" => "layers.0", _ => "proj_out" };
                 format!("{}.{new}", &c[1])
             })
             .into_owned();
-        let mlp2 = regex::Regex::new(r"\.mlp\.layers\.(\d)").unwrap();
         key = mlp2
             .replace(&key, |c: &regex::Captures| if &c[1] == "0" { ".mlp.proj_in".to_string() } else { ".mlp.proj_out".to_string() })
             .into_owned();
