@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Build the browser page and serve it on http://127.0.0.1:${PORT:-8080}/ (trunk serve, offline).
+# Installs what is missing first (tools/setup.sh; Chromium is not needed for this).
+# Open the address in a browser with WebGPU (Chrome/Edge; elsewhere the page uses the CPU).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+bash tools/setup.sh --no-browser
+
+PORT="${PORT:-8080}"
+echo "[demo] serving http://127.0.0.1:${PORT}/ (Ctrl-C to stop)"
+exec trunk serve --offline --address 127.0.0.1 --port "$PORT" "$@"

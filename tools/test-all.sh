@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Run all tests of rsrefseg (the command CI runs):
+#   1. host tests:           cargo test --workspace            (burn NdArray on the CPU)
+#   2. wasm build:           cargo build -p rsrefseg --target wasm32-unknown-unknown
+#   3. browser tests:        cargo test -p rsrefseg-web --target wasm32-unknown-unknown
+#                            (headless Chromium, WebGPU through SwiftShader, and NdArray)
+#   4. page build + check:   trunk build, then the page is loaded in headless Chromium and
+#                            must reach its "ready" state (web/page-test.py)
+# Installs what is missing first (tools/setup.sh). Prints the time each part took.
+#
+# Environment: SKIP_PAGE=1 skips part 4 (and the trunk install).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+SKIP_PAGE="${SKIP_PAGE:-0}"
+
+timings=()
+run_part() {
+    local name="$1"
+    shift
+    printf '\n=== %s ===\n' "$name"
+    local start=$SECONDS
+    "$@"
+    local took=$((SECONDS - start))
+    timings+=("$(printf '%-34s %4dm%02ds' "$name" $((took / 60)) $((took % 60)))")
+}
+summary() {
+    local rc=$?
+    printf '\n=== timings ===\n'
+    local t
+    for t in "${timings[@]}"; do printf '%s\n' "$t"; done
+    if [ "$rc" = 0 ]; then echo "ALL TESTS PASSED"; else echo "FAILED (exit $rc)"; fi
+}
+trap summary EXIT
+
+setup_args=()
+if [ "$SKIP_PAGE" = 1 ]; then setup_args+=(--no-trunk); fi
+run_part "setup (tools/setup.sh)" bash tools/setup.sh "${setup_args[@]}"
+
+run_part "host tests (cargo test)" cargo test --workspace
+
+run_part "wasm build (rsrefseg)" cargo build -p rsrefseg --target wasm32-unknown-unknown
+
+browser_tests() {
+    CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}" \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON="$ROOT/webdriver.json" \
+    WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}" \
+        cargo test -p rsrefseg-web --target wasm32-unknown-unknown
+}
+run_part "browser tests (wasm, Chromium)" browser_tests
+
+if [ "$SKIP_PAGE" != 1 ]; then
+    run_part "page build (trunk build)" trunk build --offline
+    run_part "page check (headless Chromium)" python3 web/page-test.py dist
+fi
