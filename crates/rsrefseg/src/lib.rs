@@ -16,5 +16,6 @@ pub mod checkpoint;
 pub mod encoders;
 pub mod nn;
 pub mod post;
+pub mod prompter;
 pub mod pre;
 pub mod sam;

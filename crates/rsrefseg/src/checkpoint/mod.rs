@@ -329,7 +329,9 @@ pub fn read_tensors(path: &std::path::Path) -> Result<TensorMap, LoadError> {
 /// [`read_tensors`] on bytes already in memory (wasm, tests). The container is recognised from
 /// its first bytes, not from the file name.
 pub fn read_tensors_from_bytes(bytes: &[u8], origin: &str) -> Result<TensorMap, LoadError> {
-    if bytes.starts_with(b"PK\x03\x04") {
+    // Zip archives and legacy (non-zip) torch pickles both go to the torch reader, which reads
+    // the former and explains how to convert the latter.
+    if bytes.starts_with(b"PK\x03\x04") || torch_zip::is_legacy_torch_pickle(bytes) {
         torch_zip::read(bytes, origin)
     } else {
         safetensors_file::read(bytes, origin)

@@ -8,6 +8,9 @@
 pub mod sam2_hf;
 pub mod sam2_original;
 
+pub mod prompter;
+pub mod siglip_hf;
+
 use super::{HostTensor, LoadError, TensorMap};
 use regex::Regex;
 
@@ -26,6 +29,8 @@ pub enum Transform {
     /// `alias` is a tied copy of `name`, saved once or twice: it is dropped when `name` is
     /// present and renamed to `name` otherwise.
     TiedCopy { name: &'static str, alias: &'static str },
+    /// Drop keys matching a regex (tensors present in a file that the reference never applies).
+    Drop(&'static str),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +83,15 @@ impl KeyTable {
     }
 }
 
+/// The tensors whose key starts with `prefix`, with the prefix removed (one section of a file
+/// that holds several models, such as the RSRefSeg 2 release).
+pub fn section(tensors: &TensorMap, prefix: &str) -> TensorMap {
+    tensors
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|rest| (rest.to_string(), v.clone())))
+        .collect()
+}
+
 impl Transform {
     fn apply(&self, tensors: TensorMap, format: &str) -> Result<TensorMap, LoadError> {
         match *self {
@@ -89,6 +103,10 @@ impl Transform {
                 Ok(out)
             }
             Transform::MergePeftLora { scale } => merge_peft_lora(tensors, scale, format),
+            Transform::Drop(pattern) => {
+                let re = Regex::new(&format!("^(?:{pattern})$")).expect("valid drop regex");
+                Ok(tensors.into_iter().filter(|(k, _)| !re.is_match(k)).collect())
+            }
             Transform::UnstackRows { from, to } => unstack_rows(tensors, from, to, format),
             Transform::TiedCopy { name, alias } => {
                 let mut tensors = tensors;
