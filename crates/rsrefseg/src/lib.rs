@@ -13,7 +13,10 @@
 //! Every module is generic over a burn `Backend`; the CLI and the web crate pick one.
 
 pub mod checkpoint;
+pub mod config;
 pub mod encoders;
+pub mod loss;
+pub mod model;
 pub mod nn;
 pub mod post;
 pub mod prompter;

@@ -9,6 +9,7 @@ pub mod sam2_hf;
 pub mod sam2_original;
 
 pub mod prompter;
+pub mod rsrefseg_release;
 pub mod siglip_hf;
 
 use super::{HostTensor, LoadError, TensorMap};
@@ -21,6 +22,10 @@ pub enum Transform {
     /// `P.lora_B.default.weight` (out, r[,1,1]), `P.weight = base + scale · B·A`; `P.base_layer.bias`
     /// becomes `P.bias`. Also works for 1×1 convolutions.
     MergePeftLora { scale: f32 },
+    /// PEFT LoRA kept unmerged, for a model whose targeted layers carry adapters
+    /// ([`crate::nn::lora`]): `P.base_layer.{weight,bias}` → `P.{weight,bias}`,
+    /// `P.lora_{A,B}.default.weight` → `P.lora_{A,B}.weight`.
+    PeftToAdapters,
     /// Strip a literal prefix from every key that has it (e.g. PEFT's `base_model.model.`).
     StripInfix(&'static str),
     /// Split the stacked `(n, d)` tensor `from` into `n` tensors `(1, d)` named `to` with `{}`
@@ -31,6 +36,9 @@ pub enum Transform {
     TiedCopy { name: &'static str, alias: &'static str },
     /// Drop keys matching a regex (tensors present in a file that the reference never applies).
     Drop(&'static str),
+    /// 0-d tensors whose key matches the regex become shape `[1]` (PyTorch scalar parameters such
+    /// as `decode_head.logit_scale2`; burn parameters have at least one dimension).
+    ScalarToVector(&'static str),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -103,11 +111,22 @@ impl Transform {
                 Ok(out)
             }
             Transform::MergePeftLora { scale } => merge_peft_lora(tensors, scale, format),
+            Transform::PeftToAdapters => peft_to_adapters(tensors, format),
             Transform::Drop(pattern) => {
                 let re = Regex::new(&format!("^(?:{pattern})$")).expect("valid drop regex");
                 Ok(tensors.into_iter().filter(|(k, _)| !re.is_match(k)).collect())
             }
             Transform::UnstackRows { from, to } => unstack_rows(tensors, from, to, format),
+            Transform::ScalarToVector(pattern) => {
+                let re = Regex::new(&format!("^(?:{pattern})$")).expect("valid scalar regex");
+                let mut tensors = tensors;
+                for (k, v) in tensors.iter_mut() {
+                    if v.shape.is_empty() && re.is_match(k) {
+                        v.shape = vec![1];
+                    }
+                }
+                Ok(tensors)
+            }
             Transform::TiedCopy { name, alias } => {
                 let mut tensors = tensors;
                 if let Some(copy) = tensors.remove(alias) {
@@ -157,6 +176,20 @@ fn merge_peft_lora(mut tensors: TensorMap, scale: f32, format: &str) -> Result<T
         return Err(LoadError::format(format, format!("{k}: LoRA tensor without a base_layer weight")));
     }
     Ok(tensors)
+}
+
+fn peft_to_adapters(tensors: TensorMap, format: &str) -> Result<TensorMap, LoadError> {
+    let mut out = TensorMap::new();
+    for (k, v) in tensors {
+        let name = k
+            .replace(".base_layer.", ".")
+            .replace(".lora_A.default.", ".lora_A.")
+            .replace(".lora_B.default.", ".lora_B.");
+        if out.insert(name.clone(), v).is_some() {
+            return Err(LoadError::format(format, format!("{k}: a tensor named {name} exists already")));
+        }
+    }
+    Ok(out)
 }
 
 /// `W + scale · B·A` for Linear `(out,in)` or 1×1 conv `(out,in,1,1)` weights.
