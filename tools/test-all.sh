@@ -18,30 +18,37 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 SKIP_PAGE="${SKIP_PAGE:-0}"
 
+# Every part runs even when an earlier one failed (so one run shows everything); the script
+# fails at the end if any part failed. Setup failing stops it at once.
 timings=()
+failed=()
 run_part() {
     local name="$1"
     shift
     printf '\n=== %s ===\n' "$name"
-    local start=$SECONDS
-    "$@"
-    local took=$((SECONDS - start))
-    timings+=("$(printf '%-34s %4dm%02ds' "$name" $((took / 60)) $((took % 60)))")
+    local start=$SECONDS rc=0
+    "$@" || rc=$?
+    local took=$((SECONDS - start)) result="ok"
+    if [ "$rc" != 0 ]; then result="FAILED (exit $rc)"; failed+=("$name"); fi
+    timings+=("$(printf '%-34s %4dm%02ds  %s' "$name" $((took / 60)) $((took % 60)) "$result")")
+    return 0
 }
 summary() {
     local rc=$?
     printf '\n=== timings ===\n'
     local t
     for t in "${timings[@]}"; do printf '%s\n' "$t"; done
-    if [ "$rc" = 0 ]; then echo "ALL TESTS PASSED"; else echo "FAILED (exit $rc)"; fi
+    printf '%-34s %4dm%02ds\n' "total" $((SECONDS / 60)) $((SECONDS % 60))
+    if [ "$rc" = 0 ]; then echo "ALL TESTS PASSED"; else echo "FAILED: ${failed[*]:-exit $rc}"; fi
 }
 trap summary EXIT
 
 setup_args=()
 if [ "$SKIP_PAGE" = 1 ]; then setup_args+=(--no-trunk); fi
 run_part "setup (tools/setup.sh)" bash tools/setup.sh "${setup_args[@]}"
+if [ "${#failed[@]}" != 0 ]; then exit 1; fi
 
-run_part "host tests (cargo test)" cargo test --workspace
+run_part "host tests (cargo test)" cargo test --workspace --no-fail-fast
 
 run_part "wasm build (rsrefseg)" cargo build -p rsrefseg --target wasm32-unknown-unknown
 
@@ -57,3 +64,5 @@ if [ "$SKIP_PAGE" != 1 ]; then
     run_part "page build (trunk build)" trunk build --offline
     run_part "page check (headless Chromium)" python3 web/page-test.py dist
 fi
+
+if [ "${#failed[@]}" != 0 ]; then exit 1; fi
