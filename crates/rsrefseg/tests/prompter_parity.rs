@@ -43,3 +43,25 @@ fn prompter_matches_reference_in_eval_mode() {
     assert_close("mid_dense_conv_out", head.features(out.refined), &io["mid_dense_conv_out"], 1e-4);
     assert_close("out_dense_prompts", out.dense.unwrap(), &io["out_dense_prompts"], 1e-4);
 }
+
+#[test]
+fn dense_prompt_in_training_mode_uses_batch_statistics_like_pytorch() {
+    type AB = burn::backend::Autodiff<B>;
+    let io = read_reference("prompter_io.safetensors");
+    let (canonical, _) = TABLE.apply(read_reference("prompter.safetensors")).unwrap();
+    let model = fixture_config().init::<AB>(&dev());
+    let (model, _) = load_module(model, &canonical, &dev(), LoadOptions::default(), "prompter").unwrap();
+    let t = |name: &str| -> burn::tensor::Tensor<AB, 3> { burn::tensor::Tensor::from_inner(tensor::<3>(&io[name])) };
+    let out = model.forward(
+        t("in_v"),
+        t("in_t_word"),
+        burn::tensor::Tensor::from_inner(tensor::<2>(&io["in_t_sent"])),
+        burn::tensor::Tensor::from_inner(tensor::<1>(&io["in_logit_scale"])),
+        burn::tensor::Tensor::from_inner(tensor::<1>(&io["in_logit_bias"])),
+        io["in_mask_size"].data[0] as usize,
+    );
+    assert_close("train_out_dense_prompts", out.dense.unwrap().inner(), &io["train_out_dense_prompts"], 1e-4);
+    let bn = &model.dense_prompt_conv.as_ref().unwrap().bn;
+    assert_close("train_bn_running_mean_after", bn.running_mean.value_sync().inner(), &io["train_bn_running_mean_after"], 1e-5);
+    assert_close("train_bn_running_var_after", bn.running_var.value_sync().inner(), &io["train_bn_running_var_after"], 1e-5);
+}

@@ -12,7 +12,8 @@
 use crate::nn::interpolate::bilinear;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use crate::nn::batch_norm::{BatchNorm2d, BatchNorm2dConfig};
+use burn::nn::PaddingConfig2d;
 use burn::tensor::{activation::gelu, backend::Backend, Tensor, TensorData};
 
 /// F.normalize's epsilon.
@@ -21,14 +22,14 @@ const NORM_EPS: f32 = 1e-12;
 #[derive(Module, Debug)]
 pub struct DensePromptHead<B: Backend> {
     pub conv1: Conv2d<B>,
-    pub bn: BatchNorm<B>,
+    pub bn: BatchNorm2d<B>,
     pub conv2: Conv2d<B>,
 }
 
 impl<B: Backend> DensePromptHead<B> {
     pub fn new(d1: usize, device: &B::Device) -> Self {
         let conv = |i, o| Conv2dConfig::new([i, o], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device);
-        Self { conv1: conv(d1, d1 / 2), bn: BatchNormConfig::new(d1 / 2).init(device), conv2: conv(d1 / 2, d1) }
+        Self { conv1: conv(d1, d1 / 2), bn: BatchNorm2dConfig::new(d1 / 2).init(device), conv2: conv(d1 / 2, d1) }
     }
 
     /// conv–BN–GELU–conv. `[b, d1, g, g] -> [b, d1, g, g]`. BatchNorm uses batch statistics
