@@ -1,1 +1,84 @@
-fn main(){}
+//! `rsrefseg`: the command line tool of the rsrefseg model crate.
+//!
+//! - `bench`: time every stage on random weights and compare with the PyTorch anchor;
+//! - `inspect`: run one image and sentence and write every named intermediate to safetensors;
+//! - `segment`: run one image and sentence and write the mask, an overlay, the localization
+//!   heat map and a JSON summary.
+
+mod bench;
+mod inspect;
+mod model_files;
+mod pipeline;
+mod segment;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "rsrefseg", version, about = "RSRefSeg 2 referring segmentation of aerial images (burn)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Time each model stage on random weights (CPU) and compare with the PyTorch anchor.
+    Bench(bench::BenchArgs),
+    /// Write every named intermediate of one image + sentence to a safetensors file.
+    Inspect(inspect::InspectArgs),
+    /// Segment the object a sentence refers to: mask, overlay and heat-map PNGs plus a JSON summary.
+    Segment(segment::SegmentArgs),
+    /// Print a model configuration preset as JSON (the `--config` file format).
+    Config {
+        /// Preset name.
+        #[arg(long, value_enum, default_value = "browser")]
+        preset: Preset,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Preset {
+    /// SigLIP2-so400m-patch16-512 + SAM 2.1-large (the paper's model).
+    Paper,
+    /// SigLIP2-base-patch16-512 + SAM 2.1-tiny.
+    Browser,
+    /// The tiny random model of the reference fixtures.
+    ReferenceDev,
+}
+
+/// Size the CPU thread pools: rayon's global pool (burn-ndarray's parallel loops) and
+/// matrixmultiply's GEMM threads, which read `MATMUL_NUM_THREADS` once, at their first use.
+/// Returns the number of threads in use.
+pub fn configure_threads(threads: Option<usize>) -> Result<usize> {
+    let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    anyhow::ensure!(n >= 1, "--threads must be at least 1");
+    std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("cannot size the thread pool: {e}"))?;
+    Ok(n)
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Bench(args) => bench::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Segment(args) => segment::run(args),
+        Command::Config { preset } => {
+            use rsrefseg::config::RsRefSegConfig;
+            let config = match preset {
+                Preset::Paper => RsRefSegConfig::paper(),
+                Preset::Browser => RsRefSegConfig::browser(),
+                Preset::ReferenceDev => RsRefSegConfig::reference_dev(),
+            };
+            println!("{}", config.to_json());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The `rsrefseg` binary end to end: benchmark smoke run, `inspect` against the reference
+//! fixture, and input errors of `segment`.
+
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn rsrefseg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rsrefseg")).args(args).output().expect("the rsrefseg binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A fresh directory for one test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `shared/fixtures/reference/` next to the repository.
+fn reference(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/reference").join(name)
+}
+
+/// Every tensor of a safetensors file as (shape, f32 values).
+fn read_safetensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                Dtype::F64 => data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+                Dtype::I64 => data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+                Dtype::U8 => data.iter().map(|&v| v as f32).collect(),
+                other => panic!("{name}: unexpected dtype {other:?}"),
+            };
+            (name, (view.shape().to_vec(), values))
+        })
+        .collect()
+}
+
+#[test]
+fn bench_prints_a_table_with_parsable_numbers() {
+    let dir = scratch("bench");
+    let json = dir.join("bench.json");
+    let out = rsrefseg(&["bench", "--tiny", "--reps", "1", "--stages", "prompter,decoder", "--threads", "1", "--json", json.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for stage in ["prompter", "decoder", "total"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {stage} |")))
+            .unwrap_or_else(|| panic!("no {stage} row in\n{stdout}"));
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 10, "{row}");
+        // GMAC, median ms, GFLOP/s are numbers; the tiny sizes have no anchor.
+        for i in [2, 3, 5] {
+            let v: f64 = cells[i].parse().unwrap_or_else(|_| panic!("cell {i} of {row}"));
+            assert!(v.is_finite() && v >= 0.0, "{row}");
+        }
+        assert!(cells[3].parse::<f64>().unwrap() > 0.0, "{row}");
+    }
+    assert!(!stdout.contains("| siglip-vision |"), "only the requested stages run");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["stages"].as_array().unwrap().len(), 2);
+    assert!(report["stages"][0]["median_ms"].as_f64().unwrap() > 0.0);
+}
+
+/// The reference fixture's image as a PNG, its token ids, and the tiny model's configuration.
+fn fixture_inputs(dir: &Path) -> (PathBuf, String, PathBuf, BTreeMap<String, (Vec<usize>, Vec<f32>)>) {
+    let io = read_safetensors(&reference("full_io.safetensors"));
+    let (shape, rgb) = &io["image_rgb_u8"];
+    let png = dir.join("image.png");
+    image::RgbImage::from_raw(shape[1] as u32, shape[0] as u32, rgb.iter().map(|&v| v as u8).collect())
+        .unwrap()
+        .save(&png)
+        .unwrap();
+    let ids = io["input_ids"].1.iter().map(|&v| (v as i64).to_string()).collect::<Vec<_>>().join(",");
+    let out = rsrefseg(&["config", "--preset", "reference-dev"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = dir.join("model.json");
+    std::fs::write(&config, &out.stdout).unwrap();
+    (png, ids, config, io)
+}
+
+#[test]
+fn inspect_matches_the_reference_fixture() {
+    let dir = scratch("inspect");
+    let (png, ids, config, io) = fixture_inputs(&dir);
+    let out_path = dir.join("intermediates.safetensors");
+    let weights = reference("full_model.safetensors");
+    let out = rsrefseg(&[
+        "inspect",
+        "--config",
+        config.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--image",
+        png.to_str().unwrap(),
+        "--token-ids",
+        &ids,
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got = read_safetensors(&out_path);
+    for name in [
+        "input_x01",
+        "sam_pixel_values",
+        "clip_pixel_values",
+        "v",
+        "t_word",
+        "t_sent",
+        "sam_trunk_out0",
+        "sam_trunk_out3",
+        "sam_fpn2",
+        "sam_feat_s0",
+        "sam_feat_s1",
+        "sam_image_embed",
+        "sam_image_pe",
+        "prompter_t1",
+        "prompter_t2",
+        "prompter_sparse_prompts",
+        "prompter_dense_prompts",
+        "sam_dense_embed",
+        "dec_all_masks",
+        "dec_all_iou",
+        "dec_stability_token0",
+        "dec_selected_mask",
+        "dec_selected_iou",
+        "final_logits",
+    ] {
+        let (es, ev) = &io[name];
+        let (gs, gv) = got.get(name).unwrap_or_else(|| panic!("{name} missing from the inspect output"));
+        assert_eq!(gs, es, "{name}: shape");
+        let diff = gv.iter().zip(ev).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff <= 1e-4, "{name}: max abs diff {diff}");
+    }
+    assert_eq!(got["input_ids"].1, io["input_ids"].1);
+}
+
+#[test]
+fn segment_rejects_a_corrupt_image_by_name() {
+    let dir = scratch("segment-corrupt");
+    let bad = dir.join("broken.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\n this is not really a png").unwrap();
+    let out = rsrefseg(&["segment", "--image", bad.to_str().unwrap(), "--text", "the ship"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("broken.png") && stderr.contains("cannot decode"), "{stderr}");
+
+    let empty = dir.join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    let out = rsrefseg(&["segment", "--image", empty.to_str().unwrap(), "--text", "the ship"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("empty file"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn segment_writes_mask_overlay_heatmap_and_summary() {
+    let dir = scratch("segment");
+    let (png, ids, config, io) = fixture_inputs(&dir);
+    let weights = reference("full_model.safetensors");
+    let out_dir = dir.join("out");
+    let out = rsrefseg(&[
+        "segment",
+        "--config",
+        config.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--image",
+        png.to_str().unwrap(),
+        "--token-ids",
+        &ids,
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (shape, expected) = &io["final_mask"];
+    let mask = image::open(out_dir.join("mask.png")).unwrap().to_luma8();
+    assert_eq!((mask.height() as usize, mask.width() as usize), (shape[1], shape[2]));
+    let mask_pixels = mask.pixels().filter(|p| p.0[0] > 127).count();
+    let expected_pixels = expected.iter().filter(|&&v| v > 0.5).count();
+    // Pixels within rounding of the threshold may flip; the fixture's mask has none far from it.
+    assert!(mask_pixels.abs_diff(expected_pixels) <= 2, "{mask_pixels} vs {expected_pixels}");
+    for f in ["overlay.png", "heatmap.png"] {
+        let img = image::open(out_dir.join(f)).unwrap();
+        assert_eq!((img.height() as usize, img.width() as usize), (shape[1], shape[2]), "{f}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("result.json")).unwrap()).unwrap();
+    let iou = summary["predicted_iou"].as_f64().unwrap();
+    assert!((iou - io["dec_selected_iou"].1[0] as f64).abs() < 1e-4, "{iou}");
+    assert!(summary["timings_ms"]["encode_image"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn segment_without_a_model_says_what_to_pass() {
+    let dir = scratch("segment-nomodel");
+    let (png, _, _, _) = fixture_inputs(&dir);
+    let out = rsrefseg(&["segment", "--image", png.to_str().unwrap(), "--text", "the ship"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("--config") && stderr.contains("--weights"), "{stderr}");
+}
+
+#[test]
+fn segment_rejects_bad_text() {
+    let dir = scratch("segment-text");
+    let (png, _, config, _) = fixture_inputs(&dir);
+    let weights = reference("full_model.safetensors");
+    let base = ["segment", "--config", config.to_str().unwrap(), "--weights", weights.to_str().unwrap(), "--image", png.to_str().unwrap()];
+    // Longer than the tiny text tower's 16 positions.
+    let long: String = (0..20).map(|i| (i % 90).to_string()).collect::<Vec<_>>().join(",");
+    let out = rsrefseg(&[&base[..], &["--token-ids", &long]].concat());
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("at most 16"), "{}", text(&out.stderr));
+    // Text without a tokenizer next to the configuration.
+    let out = rsrefseg(&[&base[..], &["--text", "the white ship"]].concat());
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("tokenizer"), "{}", text(&out.stderr));
+}
