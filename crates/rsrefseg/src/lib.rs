@@ -14,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod encoders;
 pub mod loss;
 pub mod model;
