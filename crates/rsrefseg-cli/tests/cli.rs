@@ -226,4 +226,15 @@ fn segment_rejects_bad_text() {
     let out = rsrefseg(&[&base[..], &["--text", "the white ship"]].concat());
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("tokenizer"), "{}", text(&out.stderr));
+
+    // With the real Gemma tokenizer of the model crate's fixtures: empty and over-long sentences.
+    let tokenizer = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rsrefseg/tests/fixtures/tokenizer/tokenizer.json");
+    let with_tokenizer = [&base[..], &["--tokenizer", tokenizer.to_str().unwrap()]].concat();
+    let out = rsrefseg(&[&with_tokenizer[..], &["--text", "   "]].concat());
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("the sentence is empty"), "{}", text(&out.stderr));
+    let long = "the small white ship next to the long pier ".repeat(4);
+    let out = rsrefseg(&[&with_tokenizer[..], &["--text", &long]].concat());
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("at most 16 are supported"), "{}", text(&out.stderr));
 }
