@@ -3,13 +3,15 @@
 //! - `bench`: time every stage on random weights and compare with the PyTorch anchor;
 //! - `inspect`: run one image and sentence and write every named intermediate to safetensors;
 //! - `segment`: run one image and sentence and write the mask, an overlay, the localization
-//!   heat map and a JSON summary.
+//!   heat map and a JSON summary;
+//! - `synth`: write the synthetic benchmark (images + train/val/test JSONL with RLE masks).
 
 mod bench;
 mod inspect;
 mod model_files;
 mod pipeline;
 mod segment;
+mod synth_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -29,6 +31,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Segment the object a sentence refers to: mask, overlay and heat-map PNGs plus a JSON summary.
     Segment(segment::SegmentArgs),
+    /// Write the synthetic referring-segmentation benchmark (PNG + JSONL with COCO RLE masks).
+    Synth(synth_cmd::SynthArgs),
     /// Print a model configuration preset as JSON (the `--config` file format).
     Config {
         /// Preset name.
@@ -70,6 +74,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Segment(args) => segment::run(args),
+        Command::Synth(args) => synth_cmd::run(args),
         Command::Config { preset } => {
             use rsrefseg::config::RsRefSegConfig;
             let config = match preset {

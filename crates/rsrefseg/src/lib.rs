@@ -23,3 +23,4 @@ pub mod post;
 pub mod prompter;
 pub mod pre;
 pub mod sam;
+pub mod synth;
