@@ -4,7 +4,8 @@
 //! parameters have *canonical names*: the PyTorch state-dict name of the reference module tree,
 //! in PyTorch layout. burn's own layers differ in two places that are handled here, once:
 //! `LayerNorm`/`BatchNorm` call their affine parameters `gamma`/`beta` (canonical `weight`/`bias`),
-//! and `Linear` stores its weight as `[in, out]` (canonical `(out, in)`, transposed on load).
+//! and `Linear` (also [`crate::nn::lora::LoraLinear`] and its `lora_A`/`lora_B`, which are `Linear`s)
+//! stores its weight as `[in, out]` (canonical `(out, in)`, transposed on load).
 //!
 //! A file format is described by a [`keys::KeyTable`] (ordered regex renames, ignored keys and
 //! non-rename transforms) that turns file keys into canonical names. [`load_module`] then fills
@@ -138,7 +139,7 @@ pub struct LoadOptions {
 
 /// How a parameter's canonical form relates to burn's storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Layout {
+pub(crate) enum Layout {
     Same,
     /// burn `Linear` weight `[in, out]` ↔ canonical `(out, in)`.
     Transposed,
@@ -153,7 +154,7 @@ fn canonical(path: &[String], container: &str) -> (String, Layout) {
     match (container, parts[last]) {
         ("Struct:LayerNorm" | "Struct:BatchNorm", "gamma") => parts[last] = "weight",
         ("Struct:LayerNorm" | "Struct:BatchNorm", "beta") => parts[last] = "bias",
-        ("Struct:Linear", "weight") => layout = Layout::Transposed,
+        ("Struct:Linear" | "Struct:LoraLinear", "weight") => layout = Layout::Transposed,
         _ => {}
     }
     (parts.join("."), layout)
@@ -166,22 +167,24 @@ fn canonical_shape(burn_shape: &[usize], layout: Layout) -> Vec<usize> {
     }
 }
 
+/// The canonical name of the parameter a `ModuleVisitor`/`ModuleMapper` is at (fed from
+/// `enter_module`/`exit_module`).
 #[derive(Default)]
-struct PathTracker {
+pub(crate) struct PathTracker {
     path: Vec<String>,
     containers: Vec<String>,
 }
 
 impl PathTracker {
-    fn enter(&mut self, name: &str, container: &str) {
+    pub(crate) fn enter(&mut self, name: &str, container: &str) {
         self.path.push(name.to_string());
         self.containers.push(container.to_string());
     }
-    fn exit(&mut self) {
+    pub(crate) fn exit(&mut self) {
         self.path.pop();
         self.containers.pop();
     }
-    fn current(&self) -> (String, Layout) {
+    pub(crate) fn current(&self) -> (String, Layout) {
         canonical(&self.path, self.containers.last().map(String::as_str).unwrap_or(""))
     }
 }

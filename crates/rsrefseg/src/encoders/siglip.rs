@@ -3,16 +3,17 @@
 use super::siglip_config::SiglipConfig;
 use super::siglip_text::SiglipTextTower;
 use super::siglip_vision::SiglipVisionTower;
-use crate::nn::{Activation, Attention, AttentionConfig};
+use crate::nn::{Activation, Attention, AttentionConfig, LoraLinear};
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, LinearConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
-/// `fc1 → activation → fc2` (HF `SiglipMLP`; keys `mlp.fc1`, `mlp.fc2`).
+/// `fc1 → activation → fc2` (HF `SiglipMLP`; keys `mlp.fc1`, `mlp.fc2`). LoRA-capable because the
+/// reference adapts the vision MAP head's MLP; the encoder layers' MLPs are never targeted.
 #[derive(Module, Debug)]
 pub struct SiglipMlp<B: Backend> {
-    pub fc1: Linear<B>,
-    pub fc2: Linear<B>,
+    pub fc1: LoraLinear<B>,
+    pub fc2: LoraLinear<B>,
     #[module(skip)]
     pub activation: Activation,
 }
@@ -20,8 +21,8 @@ pub struct SiglipMlp<B: Backend> {
 impl<B: Backend> SiglipMlp<B> {
     pub fn new(dim: usize, hidden: usize, activation: Activation, device: &B::Device) -> Self {
         Self {
-            fc1: LinearConfig::new(dim, hidden).init(device),
-            fc2: LinearConfig::new(hidden, dim).init(device),
+            fc1: LinearConfig::new(dim, hidden).init(device).into(),
+            fc2: LinearConfig::new(hidden, dim).init(device).into(),
             activation,
         }
     }

@@ -9,7 +9,8 @@
 use super::siglip::{EncoderDims, SiglipEncoder, SiglipTextOutput};
 use super::siglip_config::SiglipTextConfig;
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use crate::nn::LoraLinear;
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, LinearConfig};
 use burn::tensor::{backend::Backend, Int, Tensor};
 
 #[derive(Module, Debug)]
@@ -23,7 +24,8 @@ pub struct SiglipTextTower<B: Backend> {
     pub embeddings: SiglipTextEmbeddings<B>,
     pub encoder: SiglipEncoder<B>,
     pub final_layer_norm: LayerNorm<B>,
-    pub head: Linear<B>,
+    /// Pooled-output projection (a LoRA target in RSRefSeg 2).
+    pub head: LoraLinear<B>,
     pub max_positions: usize,
 }
 
@@ -44,7 +46,7 @@ impl<B: Backend> SiglipTextTower<B> {
             },
             encoder: SiglipEncoder::new(dims, device),
             final_layer_norm: LayerNormConfig::new(c.hidden_size).with_epsilon(c.layer_norm_eps).init(device),
-            head: LinearConfig::new(c.hidden_size, c.head_dim()).init(device),
+            head: LinearConfig::new(c.hidden_size, c.head_dim()).init(device).into(),
             max_positions: c.max_position_embeddings,
         })
     }

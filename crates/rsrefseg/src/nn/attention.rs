@@ -2,11 +2,13 @@
 //!
 //! One module serves SigLIP (`internal_dim = dim`), SAM's two-way transformer (cross attention with
 //! `downsample_rate = 2`) and the prompter (`internal_dim = 512` with different q and kv widths).
-//! Field names follow the checkpoints (`q_proj`, `k_proj`, `v_proj`, `out_proj`).
+//! Field names follow the checkpoints (`q_proj`, `k_proj`, `v_proj`, `out_proj`). The projections
+//! may carry LoRA adapters ([`crate::nn::lora`]); SigLIP's are LoRA targets in RSRefSeg 2.
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use super::lora::LoraLinear;
+use burn::nn::LinearConfig;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -37,10 +39,10 @@ impl AttentionConfig {
             self.num_heads
         );
         Attention {
-            q_proj: LinearConfig::new(self.q_dim, self.internal_dim).init(device),
-            k_proj: LinearConfig::new(self.kv_dim, self.internal_dim).init(device),
-            v_proj: LinearConfig::new(self.kv_dim, self.internal_dim).init(device),
-            out_proj: LinearConfig::new(self.internal_dim, self.q_dim).init(device),
+            q_proj: LinearConfig::new(self.q_dim, self.internal_dim).init(device).into(),
+            k_proj: LinearConfig::new(self.kv_dim, self.internal_dim).init(device).into(),
+            v_proj: LinearConfig::new(self.kv_dim, self.internal_dim).init(device).into(),
+            out_proj: LinearConfig::new(self.internal_dim, self.q_dim).init(device).into(),
             num_heads: self.num_heads,
         }
     }
@@ -48,10 +50,10 @@ impl AttentionConfig {
 
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
-    pub q_proj: Linear<B>,
-    pub k_proj: Linear<B>,
-    pub v_proj: Linear<B>,
-    pub out_proj: Linear<B>,
+    pub q_proj: LoraLinear<B>,
+    pub k_proj: LoraLinear<B>,
+    pub v_proj: LoraLinear<B>,
+    pub out_proj: LoraLinear<B>,
     pub num_heads: usize,
 }
 

@@ -10,7 +10,7 @@
 //! window bookkeeping reads the same.
 
 use crate::nn::interpolate::bicubic_host;
-use crate::nn::{Activation, Mlp, MlpConfig};
+use crate::nn::{Activation, LoraLinear, Mlp, MlpConfig};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -308,8 +308,8 @@ impl MultiScaleBlockConfig {
         MultiScaleBlock {
             norm1: ln(self.dim),
             attn: MultiScaleAttention {
-                qkv: LinearConfig::new(self.dim, 3 * self.dim_out).init(device),
-                proj: LinearConfig::new(self.dim_out, self.dim_out).init(device),
+                qkv: LinearConfig::new(self.dim, 3 * self.dim_out).init(device).into(),
+                proj: LinearConfig::new(self.dim_out, self.dim_out).init(device).into(),
                 num_heads: self.num_heads,
                 q_stride: self.q_stride,
             },
@@ -377,8 +377,9 @@ impl<B: Backend> MultiScaleBlock<B> {
 /// Multi-head self-attention over a (window of the) token grid whose queries may be max-pooled.
 #[derive(Module, Debug)]
 pub struct MultiScaleAttention<B: Backend> {
-    pub qkv: Linear<B>,
-    pub proj: Linear<B>,
+    /// LoRA targets in RSRefSeg 2, as is `proj`.
+    pub qkv: LoraLinear<B>,
+    pub proj: LoraLinear<B>,
     pub num_heads: usize,
     #[module(skip)]
     pub q_stride: Option<[usize; 2]>,

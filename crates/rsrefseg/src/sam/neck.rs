@@ -6,9 +6,10 @@
 //! feeds the video memory path and is left out.
 
 use crate::nn::interpolate::{bilinear, nearest};
+use crate::nn::LoraConv2d;
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::conv::Conv2dConfig;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -41,17 +42,17 @@ impl FpnNeckConfig {
         let convs = self
             .backbone_channel_list
             .iter()
-            .map(|&c| FpnLateral { conv: Conv2dConfig::new([c, self.d_model], [1, 1]).init(device) })
+            .map(|&c| FpnLateral { conv: Conv2dConfig::new([c, self.d_model], [1, 1]).init(device).into() })
             .collect();
         FpnNeck { convs, fpn_top_down_levels: self.fpn_top_down_levels.clone(), fpn_interp: self.fpn_interp }
     }
 }
 
 /// The lateral 1×1 convolution of one level (`convs.N.conv` in the reference, a one-entry
-/// `nn.Sequential`).
+/// `nn.Sequential`); a LoRA target in RSRefSeg 2.
 #[derive(Module, Debug)]
 pub struct FpnLateral<B: Backend> {
-    pub conv: Conv2d<B>,
+    pub conv: LoraConv2d<B>,
 }
 
 #[derive(Module, Debug)]
