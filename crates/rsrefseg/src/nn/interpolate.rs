@@ -11,16 +11,47 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::Tensor;
 
 /// Bilinear resize of an NCHW tensor (no antialias).
+///
+/// On an autodiff backend the resize is written as two matrix products with the interpolation
+/// weights (`Wy · X · Wxᵀ`), which every backend can differentiate (burn's CPU backend has no
+/// backward for its bilinear kernel); inference uses the backend's kernel, which is O(output).
 pub fn bilinear<B: Backend>(x: Tensor<B, 4>, size: [usize; 2], align_corners: bool) -> Tensor<B, 4> {
-    let [_, _, h, w] = x.dims();
+    let [b, c, h, w] = x.dims();
     if [h, w] == size {
         return x;
+    }
+    let device = x.device();
+    if B::ad_enabled(&device) {
+        let wy = linear_weights::<B>(h, size[0], align_corners, &device); // [oh, h]
+        let wx = linear_weights::<B>(w, size[1], align_corners, &device); // [ow, w]
+        let y = x.reshape([b * c, h, w]);
+        let y = wy.unsqueeze::<3>().matmul(y).matmul(wx.transpose().unsqueeze::<3>());
+        return y.reshape([b, c, size[0], size[1]]);
     }
     interpolate(
         x,
         size,
         InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(align_corners),
     )
+}
+
+/// `[out, in]` matrix of PyTorch's linear interpolation weights along one axis
+/// (`area_pixel_compute_source_index`: half-pixel centres clamped at 0 unless `align_corners`).
+pub fn linear_weights<B: Backend>(inp: usize, out: usize, align_corners: bool, device: &B::Device) -> Tensor<B, 2> {
+    let mut w = vec![0f32; out * inp];
+    for o in 0..out {
+        let s = if align_corners {
+            if out > 1 { o as f32 * (inp as f32 - 1.0) / (out as f32 - 1.0) } else { 0.0 }
+        } else {
+            ((o as f32 + 0.5) * (inp as f32 / out as f32) - 0.5).max(0.0)
+        };
+        let i0 = (s.floor() as usize).min(inp - 1);
+        let i1 = (i0 + 1).min(inp - 1);
+        let t = s - i0 as f32;
+        w[o * inp + i0] += 1.0 - t;
+        w[o * inp + i1] += t;
+    }
+    Tensor::from_data(burn::tensor::TensorData::new(w, [out, inp]), device)
 }
 
 /// Nearest-neighbour resize (PyTorch `mode="nearest"`: `src = floor(dst · in / out)`).
@@ -104,6 +135,20 @@ pub fn bicubic_host(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bilinear_matrix_form_equals_the_kernel() {
+        type B = burn::backend::NdArray<f32>;
+        type AB = burn::backend::Autodiff<B>;
+        let device = Default::default();
+        let x = Tensor::<B, 4>::random([2, 3, 5, 7], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        for (size, ac) in [([11, 4], false), ([11, 4], true), ([2, 20], false), ([3, 3], true)] {
+            let kernel = bilinear(x.clone(), size, ac);
+            let matrix = bilinear(Tensor::<AB, 4>::from_inner(x.clone()), size, ac).inner();
+            let d = (kernel - matrix).abs().max().into_scalar();
+            assert!(d < 1e-5, "{size:?} {ac}: {d}");
+        }
+    }
 
     #[test]
     fn bicubic_identity_and_constant() {

@@ -2,6 +2,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod batch_norm;
 pub mod interpolate;
 pub mod layer_norm2d;
 pub mod lora;

@@ -1,0 +1,12 @@
+//! Training: the released recipe (AdamW, weight decay 0.05, global-norm clipping 3.0, warm-up
+//! then truncated cosine), resumable runs with atomic checkpoints.
+
+pub mod checkpoint_io;
+pub mod clip;
+pub mod schedule;
+pub mod step;
+pub mod trainer;
+
+pub use schedule::ScheduleConfig;
+pub use step::{Batch, TrainModel};
+pub use trainer::{OptimConfig, StepReport, TrainError, TrainState, Trainer};
