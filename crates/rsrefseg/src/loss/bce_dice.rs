@@ -8,7 +8,7 @@
 //! - Dice uses 255 as a target value (the reference's ignore handling only drops whole channels),
 //!   so padded pixels add 255·p to the intersection and 255² to the denominator.
 
-use super::bilinear_gather;
+use crate::nn::interpolate::bilinear;
 use burn::tensor::activation::{log_sigmoid, sigmoid};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -23,7 +23,7 @@ pub const DICE_EPS: f64 = 1e-3;
 /// # Shapes
 /// `[b, 1, m, m] → [b, 1, S, S]`
 pub fn upsample_logits<B: Backend>(logits: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
-    bilinear_gather(logits, size, false)
+    bilinear(logits, size, false)
 }
 
 /// Mean over all pixels of `BCEWithLogits(z, y)`, weight 0 where `y = 255`.

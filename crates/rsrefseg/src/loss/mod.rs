@@ -8,8 +8,8 @@
 //!
 //! The released configs weight the segmentation terms ×5 ([`LossWeights::code`]); the paper states
 //! 1 ([`LossWeights::paper`]). Every term keeps its graph, so [`LossTerms::total`] backpropagates
-//! on an autodiff backend. Bilinear upsampling is written with `select` (gather) rather than
-//! `burn::tensor::module::interpolate` because burn's NdArray backend has no bilinear backward.
+//! on an autodiff backend (the logits' upsampling goes through [`crate::nn::interpolate::bilinear`],
+//! which is differentiable on every backend).
 
 pub mod bce_dice;
 pub mod contrastive;
@@ -18,7 +18,7 @@ pub mod orthogonal;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 
 /// Weights of the four configured terms (dense-prompt and spatial terms are off in every released
 /// config and not implemented).
@@ -168,53 +168,6 @@ pub(crate) fn mean_tokens<B: Backend>(t: Tensor<B, 3>) -> Tensor<B, 2> {
     t.mean_dim(1).reshape([b, d])
 }
 
-/// Gather-based bilinear resize of an NCHW tensor, exactly PyTorch's `upsample_bilinear2d`
-/// (W first, then H), differentiable on every backend through `select`.
-pub(crate) fn bilinear_gather<B: Backend>(x: Tensor<B, 4>, size: [usize; 2], align_corners: bool) -> Tensor<B, 4> {
-    let [_, _, h, w] = x.dims();
-    let device = x.device();
-    let along = |x: Tensor<B, 4>, dim: usize, inp: usize, out: usize| -> Tensor<B, 4> {
-        if inp == out {
-            return x;
-        }
-        let taps = linear_taps(inp, out, align_corners);
-        let i0: Vec<i64> = taps.iter().map(|t| t.0 as i64).collect();
-        let i1: Vec<i64> = taps.iter().map(|t| t.1 as i64).collect();
-        let l0: Vec<f32> = taps.iter().map(|t| t.2).collect();
-        let l1: Vec<f32> = taps.iter().map(|t| t.3).collect();
-        let mut wshape = [1usize; 4];
-        wshape[dim] = out;
-        let weights = |l: Vec<f32>| Tensor::<B, 1>::from_floats(l.as_slice(), &device).reshape(wshape);
-        let index = |i: Vec<i64>| Tensor::<B, 1, Int>::from_ints(i.as_slice(), &device);
-        x.clone().select(dim, index(i0)) * weights(l0) + x.select(dim, index(i1)) * weights(l1)
-    };
-    let x = along(x, 3, w, size[1]);
-    along(x, 2, h, size[0])
-}
-
-/// PyTorch's linear-interpolation taps for one axis (`compute_indices_weights_linear`):
-/// `(i0, i1, λ0, λ1)` per output index.
-fn linear_taps(inp: usize, out: usize, align_corners: bool) -> Vec<(usize, usize, f32, f32)> {
-    (0..out)
-        .map(|d| {
-            let src = if align_corners {
-                if out > 1 {
-                    (inp as f32 - 1.0) / (out as f32 - 1.0) * d as f32
-                } else {
-                    0.0
-                }
-            } else {
-                let scale = inp as f32 / out as f32;
-                (scale * (d as f32 + 0.5) - 0.5).max(0.0)
-            };
-            let i0 = (src as usize).min(inp - 1);
-            let i1 = if i0 < inp - 1 { i0 + 1 } else { i0 };
-            let l1 = (src - i0 as f32).clamp(0.0, 1.0);
-            (i0, i1, 1.0 - l1, l1)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,18 +180,5 @@ mod tests {
         // τ = ln(1/0.07), β = ln(0.5).
         assert!((head.logit_scale_init - 2.659_26).abs() < 1e-5);
         assert_eq!(head.logit_bias_init, 0.5f64.ln());
-    }
-
-    #[test]
-    fn taps_match_pytorch() {
-        // torch.nn.functional.interpolate(torch.arange(4.).view(1,1,1,4), size=(1,8),
-        //   mode='bilinear', align_corners=False) = [0, .25, .75, 1.25, 1.75, 2.25, 2.75, 3]
-        let taps = linear_taps(4, 8, false);
-        let vals: Vec<f32> = taps.iter().map(|&(i0, i1, l0, l1)| i0 as f32 * l0 + i1 as f32 * l1).collect();
-        assert_eq!(vals, vec![0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0]);
-        // align_corners=True, 5 → 3: samples 0, 2, 4.
-        let vals: Vec<f32> =
-            linear_taps(5, 3, true).iter().map(|&(i0, i1, l0, l1)| i0 as f32 * l0 + i1 as f32 * l1).collect();
-        assert_eq!(vals, vec![0.0, 2.0, 4.0]);
     }
 }
