@@ -322,7 +322,7 @@ enum Value {
     Int(i64),
     /// An integer too large for i64 (never a valid size, offset or key).
     BigInt,
-    Float,
+    Float(f64),
     Str(Rc<str>),
     Bytes,
     Tuple(Rc<Items>),
@@ -340,7 +340,7 @@ impl Value {
             Value::None => "None",
             Value::Bool(_) => "bool",
             Value::Int(_) | Value::BigInt => "int",
-            Value::Float => "float",
+            Value::Float(_) => "float",
             Value::Str(_) => "str",
             Value::Bytes => "bytes",
             Value::Tuple(_) => "tuple",
@@ -473,6 +473,12 @@ impl<'a> Vm<'a> {
         self.pos += n + 1;
         Ok(s)
     }
+    fn raw_line(&mut self) -> Result<&'a [u8], String> {
+        let rest = &self.data[self.pos..];
+        let n = rest.iter().position(|&b| b == b'\n').ok_or("data.pkl: unterminated text argument")?;
+        self.pos += n + 1;
+        Ok(&rest[..n])
+    }
     fn sized(&mut self, n: u64) -> Result<&'a [u8], String> {
         let n = usize::try_from(n).map_err(|_| "data.pkl: length out of range")?;
         self.take(n)
@@ -578,13 +584,14 @@ impl<'a> Vm<'a> {
                     self.stack.push(v);
                 }
                 b'G' => {
-                    self.take(8)?; // BINFLOAT: no float is ever needed to rebuild a tensor
-                    self.stack.push(Value::Float);
+                    // BINFLOAT: big-endian IEEE double.
+                    let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
+                    self.stack.push(Value::Float(v));
                 }
                 b'F' => {
                     let l = self.line()?;
-                    l.parse::<f64>().map_err(|_| format!("data.pkl: bad float literal {l:?}"))?;
-                    self.stack.push(Value::Float);
+                    let v = l.parse::<f64>().map_err(|_| format!("data.pkl: bad float literal {l:?}"))?;
+                    self.stack.push(Value::Float(v));
                 }
                 // --- strings and bytes
                 b'X' => {
@@ -758,14 +765,100 @@ impl<'a> Vm<'a> {
                     return Err("refusing to load: the pickle instantiates an arbitrary class (INST/OBJ), which is not tensor storage".into())
                 }
                 0x82..=0x84 => return Err("refusing to load: the pickle uses the copyreg extension registry".into()),
-                b'S' | b'V' => {
-                    return Err(format!("data.pkl: text-protocol string opcode {:?} is not supported", op as char))
+                b'S' => {
+                    // STRING (protocol 0, e.g. Python 2's default `pickle.dump`): a quoted repr.
+                    let l = self.raw_line()?;
+                    let v = unquote_py_str(l).ok_or("data.pkl: bad STRING literal")?;
+                    self.stack.push(Value::Str(String::from_utf8_lossy(&v).as_ref().into()));
+                }
+                b'V' => {
+                    // UNICODE (protocol 0): raw-unicode-escape, i.e. latin-1 plus \uXXXX / \UXXXXXXXX.
+                    let l = self.raw_line()?;
+                    let v = raw_unicode_unescape(l).ok_or("data.pkl: bad UNICODE literal")?;
+                    self.stack.push(Value::Str(v.into()));
                 }
                 0x96..=0x98 => return Err("data.pkl: out-of-band pickle buffers are not supported".into()),
                 _ => return Err(format!("data.pkl: unknown pickle opcode 0x{op:02x} at byte {}", self.pos - 1)),
             }
         }
     }
+}
+
+/// The bytes of a protocol-0 `STRING` argument: a Python `repr` in single or double quotes with
+/// backslash escapes (Python's `codecs.escape_decode`; unknown escapes stay as written).
+fn unquote_py_str(l: &[u8]) -> Option<Vec<u8>> {
+    let l = l.strip_suffix(b"\r").unwrap_or(l);
+    let q = *l.first()?;
+    if l.len() < 2 || !(q == b'\'' || q == b'"') || *l.last()? != q {
+        return None;
+    }
+    let body = &l[1..l.len() - 1];
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        i += 1;
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        let e = *body.get(i)?;
+        i += 1;
+        match e {
+            b'\\' | b'\'' | b'"' => out.push(e),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'a' => out.push(7),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'v' => out.push(11),
+            b'\n' => {}
+            b'x' => {
+                let h = std::str::from_utf8(body.get(i..i + 2)?).ok()?;
+                out.push(u8::from_str_radix(h, 16).ok()?);
+                i += 2;
+            }
+            b'0'..=b'7' => {
+                let mut v = (e - b'0') as u32;
+                for _ in 0..2 {
+                    match body.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            v = v * 8 + (d - b'0') as u32;
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(v as u8);
+            }
+            _ => {
+                out.push(b'\\');
+                out.push(e);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Python's `raw-unicode-escape` decoding: bytes are latin-1 code points except `\uXXXX` and
+/// `\UXXXXXXXX`.
+fn raw_unicode_unescape(l: &[u8]) -> Option<String> {
+    let mut out = String::with_capacity(l.len());
+    let mut i = 0;
+    while i < l.len() {
+        let b = l[i];
+        if b == b'\\' && matches!(l.get(i + 1), Some(b'u' | b'U')) {
+            let n = if l[i + 1] == b'u' { 4 } else { 8 };
+            let h = std::str::from_utf8(l.get(i + 2..i + 2 + n)?).ok()?;
+            out.push(char::from_u32(u32::from_str_radix(h, 16).ok()?)?);
+            i += 2 + n;
+        } else {
+            out.push(b as char);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 fn long_from_bytes(b: &[u8]) -> Value {
@@ -959,6 +1052,93 @@ fn call(func: &Value, args: Vec<Value>) -> Result<Value, String> {
             Err(format!("data.pkl: {g:?} called directly is not supported"))
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain-data pickles
+
+/// A pickled Python object made only of plain data, as [`read_plain_pickle`] returns it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlainValue {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<PlainValue>),
+    Tuple(Vec<PlainValue>),
+    /// Items in insertion order (a repeated key keeps its first position and last value).
+    Dict(Vec<(PlainValue, PlainValue)>),
+}
+
+impl PlainValue {
+    /// The value of string key `key` of a dict.
+    pub fn get(&self, key: &str) -> Option<&PlainValue> {
+        match self {
+            PlainValue::Dict(items) => {
+                items.iter().find(|(k, _)| matches!(k, PlainValue::Str(s) if s == key)).map(|(_, v)| v)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            PlainValue::None => "None",
+            PlainValue::Bool(_) => "bool",
+            PlainValue::Int(_) => "int",
+            PlainValue::Float(_) => "float",
+            PlainValue::Str(_) => "str",
+            PlainValue::List(_) => "list",
+            PlainValue::Tuple(_) => "tuple",
+            PlainValue::Dict(_) => "dict",
+        }
+    }
+}
+
+/// Read a standalone pickle stream (any protocol) holding plain data only — `None`, bools,
+/// ints, floats, strings, lists, tuples, dicts — with the same interpreter as checkpoints, so no
+/// pickled code runs (e.g. the RRSIS-D `refs(unc).p` annotation list). Sets become lists. Bytes,
+/// integers beyond i64, tensors and storages are errors, as is nesting deeper than 64 levels.
+/// Error messages call the stream `data.pkl`, the name the interpreter uses for checkpoints.
+pub fn read_plain_pickle(bytes: &[u8]) -> Result<PlainValue, String> {
+    let top = Vm::new(bytes).run()?;
+    let mut budget = MAX_PLAIN_NODES;
+    to_plain(&top, 0, &mut budget)
+}
+
+/// Memo references let a small pickle share one container many times (a list of two copies of a
+/// list of two copies of …); copying into owned values would then grow exponentially.
+const MAX_PLAIN_NODES: usize = 1 << 26;
+
+fn to_plain(v: &Value, depth: usize, budget: &mut usize) -> Result<PlainValue, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("objects nested more than {MAX_DEPTH} deep (cyclic?)"));
+    }
+    if *budget == 0 {
+        return Err(format!("the pickle expands to more than {MAX_PLAIN_NODES} values"));
+    }
+    *budget -= 1;
+    let mut seq =
+        |items: &[Value]| items.iter().map(|x| to_plain(x, depth + 1, budget)).collect::<Result<Vec<_>, _>>();
+    Ok(match v {
+        Value::None => PlainValue::None,
+        Value::Bool(b) => PlainValue::Bool(*b),
+        Value::Int(i) => PlainValue::Int(*i),
+        Value::Float(f) => PlainValue::Float(*f),
+        Value::Str(s) => PlainValue::Str(s.to_string()),
+        Value::Tuple(t) => PlainValue::Tuple(seq(&t.0)?),
+        Value::List(l) | Value::Set(l) => PlainValue::List(seq(&l.borrow().0)?),
+        Value::Dict(d) => {
+            let d = d.borrow();
+            let mut out = Vec::with_capacity(d.items.len());
+            for (k, v) in &d.items {
+                out.push((to_plain(k, depth + 1, budget)?, to_plain(v, depth + 1, budget)?));
+            }
+            PlainValue::Dict(out)
+        }
+        other => return Err(format!("the pickle holds a {}, which is not plain data", describe(other))),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1391,5 +1571,40 @@ mod tests {
         assert!(matches!(long_from_bytes(&[0x00, 0x01]), Value::Int(256)));
         assert!(matches!(long_from_bytes(&[1, 0, 0, 0, 0, 0, 0, 0, 0]), Value::Int(1)));
         assert!(matches!(long_from_bytes(&[0; 8].iter().chain(&[1]).copied().collect::<Vec<_>>()), Value::BigInt));
+    }
+
+    #[test]
+    fn plain_data_pickles() {
+        // [{"a": 1, "f": 0.5, "l": [True, None, "x"]}, (2,)] with a shared memo entry.
+        let mut p = P::default();
+        p.op(b"\x80\x02](}(").s("a").i(1).s("f").op(b"G").op(&0.5f64.to_be_bytes()).s("l");
+        p.op(b"(\x88N").s("x").op(b"lq\x01uK\x02\x85h\x01e.");
+        let v = read_plain_pickle(&p.0).unwrap();
+        let PlainValue::List(items) = &v else { panic!("{v:?}") };
+        assert_eq!(items[0].get("a"), Some(&PlainValue::Int(1)));
+        assert_eq!(items[0].get("f"), Some(&PlainValue::Float(0.5)));
+        let l = PlainValue::List(vec![PlainValue::Bool(true), PlainValue::None, PlainValue::Str("x".into())]);
+        assert_eq!(items[0].get("l"), Some(&l));
+        assert_eq!(items[1], PlainValue::Tuple(vec![PlainValue::Int(2)]));
+        assert_eq!(items[2], l);
+        // Foreign globals are still refused by name; tensors are not plain data.
+        let mut bad = P::default();
+        bad.op(b"\x80\x02").global("os", "system").op(b".");
+        assert!(read_plain_pickle(&bad.0).unwrap_err().contains("os.system"));
+        let mut t = P::default();
+        t.op(b"\x80\x02").tensor("FloatStorage", "0", 1, 0, &[1], &[1]).op(b".");
+        assert!(read_plain_pickle(&t.0).unwrap_err().contains("not plain data"));
+    }
+
+    #[test]
+    fn protocol_0_strings() {
+        // Python 2 `pickle.dumps([{'sent': 'it\'s', u'raw': u'caf\xe9 \u2192'}], 0)`.
+        let pkl = b"(lp0\n(dp1\nS'sent'\np2\nS\"it's\"\np3\nsVraw\np4\nVcaf\xe9 \\u2192\np5\nsa.";
+        let v = read_plain_pickle(pkl).unwrap();
+        let PlainValue::List(items) = &v else { panic!("{v:?}") };
+        assert_eq!(items[0].get("sent"), Some(&PlainValue::Str("it's".into())));
+        assert_eq!(items[0].get("raw"), Some(&PlainValue::Str("caf\u{e9} \u{2192}".into())));
+        assert_eq!(unquote_py_str(b"'a\\nb\\x41\\101\\q'").unwrap(), b"a\nbAA\\q");
+        assert!(unquote_py_str(b"'open").is_none());
     }
 }
