@@ -328,7 +328,9 @@ fn every_expression_denotes_exactly_its_target() {
     let config = SynthConfig::default();
     let vocab = vocabulary();
     let (mut simple, mut relational, mut fronted, mut anchored_place) = (0, 0, 0, 0);
-    for index in 0..80 {
+    // More scenes for a longer soak: RSREFSEG_SYNTH_SCENES=2000 cargo test --test synth.
+    let scenes = std::env::var("RSREFSEG_SYNTH_SCENES").ok().and_then(|v| v.parse().ok()).unwrap_or(80u64);
+    for index in 0..scenes {
         let (scene, expressions) = scene_with_expressions(&config, 2024, index);
         assert!(!expressions.is_empty(), "scene {index} got no expression");
         let objs = facts(&scene);

@@ -325,9 +325,9 @@ fn resolve_desc(desc: &Desc, scene: &Scene) -> Option<Vec<usize>> {
         }
         Some(Modifier::Ordinal(k, dir)) => {
             let k = k as usize;
-            // With two objects "the first from the left" is just "the one on the left"; ranks
-            // read naturally from three on.
-            if set.len() < 3 || k == 0 || k > set.len() {
+            // "The first from the left" reads naturally from two objects on, higher ranks from
+            // three on ("the second of two from the left" is the first from the right).
+            if set.len() < if k == 1 { 2 } else { 3 } || k == 0 || k > set.len() {
                 return None;
             }
             let key = |i: usize| match dir {

@@ -77,7 +77,8 @@ pub fn generate_scene(config: &SynthConfig, rng: &mut SynthRng) -> Scene {
     let mut occupied = vec![false; size * size];
     let mut specs: Vec<ObjectSpec> = Vec::new();
     let mut attempts = 0;
-    while specs.len() < n_target && attempts < n_target * 6 {
+    // Crowded layouts reject many draws; keep going (longer) until the minimum is reached.
+    while specs.len() < n_target && (attempts < n_target * 6 || (specs.len() < config.min_objects && attempts < 400)) {
         attempts += 1;
         let category = Category::ALL[rng.weighted(&weights)];
         let (colour, shape, base) = random_object(category, rng, scale);
@@ -382,6 +383,9 @@ impl Layout {
         if self.yards.iter().any(|a| a.contains(x, y)) {
             return Material::Concrete;
         }
+        if self.block > 0.0 && self.roads.iter().any(|r| r.coords(x, y).1.abs() <= 0.5 * r.width + 2.5) {
+            return Material::Concrete; // pavement along urban streets
+        }
         if self.block > 0.0 {
             // Each urban block is paved or a lawn, by a hash of its grid cell.
             let (u, v) = self.grid(x, y);
@@ -478,7 +482,11 @@ impl Layout {
                         let (u, v) = self.grid(x, y);
                         let joint = (u.rem_euclid(14.0) < 0.8) || (v.rem_euclid(14.0) < 0.8);
                         // Yards and car parks: stall lines on some blocks.
-                        let stall = self.yards.iter().any(|a| a.contains(x, y))
+                        let paved_block = self.block > 0.0 && {
+                            let cell = ((u / self.block).floor() as i32, (v / self.block).floor() as i32);
+                            hash2(cell.1, cell.0, self.seed ^ 0xca2) < 0.4
+                        };
+                        let stall = (paved_block || self.yards.iter().any(|a| a.contains(x, y)))
                             && hash2((u / 60.0).floor() as i32, (v / 60.0).floor() as i32, self.seed ^ 0x9a) < 0.5
                             && u.rem_euclid(5.0) < 0.6
                             && v.rem_euclid(24.0) > 4.0;
