@@ -149,7 +149,10 @@ fn refsegrs_and_risbench_trees() {
     assert_eq!(s[0].image_path, root.join("img_rgb/test_0_0.png"));
     assert_eq!(s[0].load_mask().unwrap(), m);
     let recs = risbench::to_records(&root, "test").unwrap();
-    assert_eq!((recs[0].image_id.clone(), recs[0].file_name.as_str()), (Id::Str("test_0_0.png".into()), "test_0_0.png"));
+    assert_eq!(
+        (recs[0].image_id.clone(), recs[0].file_name.as_str()),
+        (Id::Str("test_0_0.png".into()), "test_0_0.png")
+    );
     assert!(risbench::read_samples(&root, "val").unwrap_err().to_string().contains("output_phrase_val.txt"));
 
     // Malformed list lines are all reported with their numbers.
@@ -185,7 +188,7 @@ fn pipeline_train_and_eval() {
     let x = it.x01();
     assert_eq!(x.len(), 3 * s * s);
     assert_eq!(x[15], 0.0, "padding column");
-    assert_eq!(x[s * s + 0], it.image.data[1] as f32 / 255.0);
+    assert_eq!(x[s * s], it.image.data[1] as f32 / 255.0);
 
     let train = RefDataset::new(eval.samples.clone(), s, Mode::Train);
     let it = train.get(0).unwrap();

@@ -12,7 +12,11 @@ fn metrics_io() -> Value {
 }
 
 fn flat(rows: &Value) -> Vec<u8> {
-    rows.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8)).collect()
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u8))
+        .collect()
 }
 
 fn run(pairs: &Value) -> MetricsAccumulator {

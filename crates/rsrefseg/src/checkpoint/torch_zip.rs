@@ -1119,8 +1119,7 @@ fn to_plain(v: &Value, depth: usize, budget: &mut usize) -> Result<PlainValue, S
         return Err(format!("the pickle expands to more than {MAX_PLAIN_NODES} values"));
     }
     *budget -= 1;
-    let mut seq =
-        |items: &[Value]| items.iter().map(|x| to_plain(x, depth + 1, budget)).collect::<Result<Vec<_>, _>>();
+    let mut seq = |items: &[Value]| items.iter().map(|x| to_plain(x, depth + 1, budget)).collect::<Result<Vec<_>, _>>();
     Ok(match v {
         Value::None => PlainValue::None,
         Value::Bool(b) => PlainValue::Bool(*b),

@@ -79,7 +79,13 @@ impl RefDataset {
     }
 
     /// Samples of a JSONL file (images under `data_root`), optionally of one split only.
-    pub fn from_jsonl(path: &Path, data_root: &Path, split: Option<&str>, size: usize, mode: Mode) -> Result<Self, DataError> {
+    pub fn from_jsonl(
+        path: &Path,
+        data_root: &Path,
+        split: Option<&str>,
+        size: usize,
+        mode: Mode,
+    ) -> Result<Self, DataError> {
         Ok(Self::new(jsonl::read_samples(path, data_root, split)?, size, mode))
     }
 
@@ -93,10 +99,9 @@ impl RefDataset {
 
     /// Load and pre-process sample `index`.
     pub fn get(&self, index: usize) -> Result<Item, DataError> {
-        let sample = self
-            .samples
-            .get(index)
-            .ok_or_else(|| DataError::new(format!("sample {index}"), format!("out of range ({} samples)", self.len())))?;
+        let sample = self.samples.get(index).ok_or_else(|| {
+            DataError::new(format!("sample {index}"), format!("out of range ({} samples)", self.len()))
+        })?;
         let origin = format!("sample {index} ({})", sample.origin);
         let err = |m: String| DataError::new(&origin, m);
 

@@ -140,5 +140,4 @@ pub(crate) mod test_util {
         std::fs::create_dir_all(&d).unwrap();
         d
     }
-
 }

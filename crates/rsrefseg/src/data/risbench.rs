@@ -12,7 +12,11 @@ pub fn list_path(root: &Path, split: &str) -> Result<PathBuf, DataError> {
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
         DataError::new(
             root.display().to_string(),
-            format!("no list for split {split:?} (looked for {} and {})", candidates[0].display(), candidates[1].display()),
+            format!(
+                "no list for split {split:?} (looked for {} and {})",
+                candidates[0].display(),
+                candidates[1].display()
+            ),
         )
     })
 }

@@ -76,8 +76,12 @@ pub fn read_records(root: &Path) -> Result<Vec<Record>, DataError> {
         let category_id = get_int(r, "category_id").map_err(err)?;
         let ann_id = get_int(r, "ann_id").map_err(err)?;
         let sent = match r.get("sentences") {
-            Some(PlainValue::List(s)) if s.len() == 1 => get_str(&s[0], "sent").map_err(|m| err(format!("sentences[0]: {m}")))?,
-            Some(PlainValue::List(s)) => return Err(err(format!("{} sentences; the reference expects exactly 1", s.len()))),
+            Some(PlainValue::List(s)) if s.len() == 1 => {
+                get_str(&s[0], "sent").map_err(|m| err(format!("sentences[0]: {m}")))?
+            }
+            Some(PlainValue::List(s)) => {
+                return Err(err(format!("{} sentences; the reference expects exactly 1", s.len())))
+            }
             Some(v) => return Err(err(format!("`sentences` is a {}, expected a list", v.type_name()))),
             None => return Err(err("no `sentences`".into())),
         };
@@ -89,10 +93,14 @@ pub fn read_records(root: &Path) -> Result<Vec<Record>, DataError> {
             )));
         }
         if ann.image_id != image_id {
-            return Err(err(format!("image_id {image_id} differs from annotation {ann_id}'s image_id {}", ann.image_id)));
+            return Err(err(format!(
+                "image_id {image_id} differs from annotation {ann_id}'s image_id {}",
+                ann.image_id
+            )));
         }
-        let category_name =
-            categories.get(&category_id).ok_or_else(|| err(format!("category_id {category_id} is not in the categories")))?;
+        let category_name = categories
+            .get(&category_id)
+            .ok_or_else(|| err(format!("category_id {category_id} is not in the categories")))?;
         let rec = Record {
             split,
             image_id: Id::Int(image_id),
