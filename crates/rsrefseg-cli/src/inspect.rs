@@ -28,12 +28,16 @@ enum Entry {
     U8(Vec<usize>, Vec<u8>),
 }
 
+/// A tensor in safetensors' terms: dtype, shape, bytes.
+struct Encoded(Dtype, Vec<usize>, Vec<u8>);
+
 impl Entry {
-    fn bytes(&self) -> (Dtype, &[usize], Vec<u8>) {
+    /// Dtype, shape and little-endian bytes.
+    fn encode(&self) -> Encoded {
         match self {
-            Entry::F32(s, d) => (Dtype::F32, s, d.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            Entry::I64(s, d) => (Dtype::I64, s, d.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            Entry::U8(s, d) => (Dtype::U8, s, d.clone()),
+            Entry::F32(s, d) => Encoded(Dtype::F32, s.clone(), d.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            Entry::I64(s, d) => Encoded(Dtype::I64, s.clone(), d.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            Entry::U8(s, d) => Encoded(Dtype::U8, s.clone(), d.clone()),
         }
     }
 }
@@ -66,16 +70,10 @@ pub fn run(args: InspectArgs) -> Result<()> {
         entries.push((name, entry));
     }
 
-    let encoded: Vec<(String, (Dtype, Vec<usize>, Vec<u8>))> = entries
-        .iter()
-        .map(|(n, e)| {
-            let (dtype, shape, bytes) = e.bytes();
-            (n.clone(), (dtype, shape.to_vec(), bytes))
-        })
-        .collect();
+    let encoded: Vec<(String, Encoded)> = entries.iter().map(|(n, e)| (n.clone(), e.encode())).collect();
     let views = encoded
         .iter()
-        .map(|(n, (dtype, shape, bytes))| {
+        .map(|(n, Encoded(dtype, shape, bytes))| {
             TensorView::new(*dtype, shape.clone(), bytes).map(|v| (n.clone(), v)).map_err(|e| anyhow::anyhow!("{n}: {e:?}"))
         })
         .collect::<Result<Vec<_>>>()?;

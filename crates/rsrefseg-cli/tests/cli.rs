@@ -27,8 +27,11 @@ fn reference(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/reference").join(name)
 }
 
-/// Every tensor of a safetensors file as (shape, f32 values).
-fn read_safetensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+/// Tensors by name as (shape, values converted to f32).
+type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Every tensor of a safetensors file.
+fn read_safetensors(path: &Path) -> Tensors {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
@@ -75,7 +78,7 @@ fn bench_prints_a_table_with_parsable_numbers() {
 }
 
 /// The reference fixture's image as a PNG, its token ids, and the tiny model's configuration.
-fn fixture_inputs(dir: &Path) -> (PathBuf, String, PathBuf, BTreeMap<String, (Vec<usize>, Vec<f32>)>) {
+fn fixture_inputs(dir: &Path) -> (PathBuf, String, PathBuf, Tensors) {
     let io = read_safetensors(&reference("full_io.safetensors"));
     let (shape, rgb) = &io["image_rgb_u8"];
     let png = dir.join("image.png");
