@@ -24,3 +24,4 @@ pub mod prompter;
 pub mod pre;
 pub mod sam;
 pub mod synth;
+pub mod train;

@@ -5,7 +5,7 @@
 //! prompter and SAM's decoder ([`RsRefSeg::query`]).
 
 use crate::checkpoint::keys::rsrefseg_release::{IGNORED_PREFIXES, SAM_NAMES, SECTIONS};
-use crate::checkpoint::keys::section;
+use crate::checkpoint::keys::{section, LoraHandling};
 use crate::checkpoint::{load_module, read_tensors, LoadError, LoadOptions, LoadReport, TensorMap};
 use crate::config::RsRefSegConfig;
 use crate::encoders::{Siglip, SiglipTextOutput};
@@ -155,14 +155,15 @@ impl<B: Backend> RsRefSeg<B> {
     }
 }
 
-/// Canonical tensors of [`RsRefSeg`] from the released RSRefSeg 2 state dict (LoRA merged).
-pub fn release_tensors(file: TensorMap) -> Result<TensorMap, LoadError> {
+/// Canonical tensors of [`RsRefSeg`] from the released RSRefSeg 2 state dict, LoRA merged
+/// (inference) or kept as adapters (fine-tuning a model with LoRA attached).
+pub fn release_tensors(file: TensorMap, lora: LoraHandling) -> Result<TensorMap, LoadError> {
     let mut out = TensorMap::new();
     let mut claimed = 0usize;
     for s in SECTIONS {
         let part = section(&file, s.file_prefix);
         claimed += part.len();
-        let (mut canonical, _) = s.table.apply(part)?;
+        let (mut canonical, _) = s.table.apply_with(part, lora)?;
         if s.model_prefix == "sam." {
             canonical = SAM_NAMES.apply(canonical)?.0;
         }
@@ -209,7 +210,7 @@ pub fn load_rsrefseg_tensors<B: Backend>(
     options: LoadOptions,
 ) -> Result<(RsRefSeg<B>, LoadReport), LoadError> {
     let canonical = match detect_full_model_format(&tensors) {
-        FullModelFormat::Release => release_tensors(tensors)?,
+        FullModelFormat::Release => release_tensors(tensors, LoraHandling::Merge)?,
         FullModelFormat::Native => tensors,
     };
     let model = config.init(device).map_err(LoadError::Config)?;

@@ -248,6 +248,30 @@ pub fn module_tensors<B: Backend, M: Module<B>>(module: &M) -> TensorMap {
     c.out
 }
 
+/// Parameter ids by canonical name, and whether the stored tensor is the transpose of the
+/// canonical one (gradients and optimizer state are addressed by id).
+pub fn param_ids<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, (burn::module::ParamId, bool)> {
+    struct Ids {
+        tracker: PathTracker,
+        out: BTreeMap<String, (burn::module::ParamId, bool)>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Ids {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.tracker.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.tracker.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let (name, layout) = self.tracker.current();
+            self.out.insert(name, (param.id, layout == Layout::Transposed));
+        }
+    }
+    let mut c = Ids { tracker: PathTracker::default(), out: BTreeMap::new() };
+    module.visit(&mut c);
+    c.out
+}
+
 struct Loader<'a, B: Backend> {
     tracker: PathTracker,
     tensors: &'a TensorMap,

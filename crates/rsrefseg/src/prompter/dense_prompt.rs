@@ -14,7 +14,8 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use crate::nn::batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 use burn::nn::PaddingConfig2d;
-use burn::tensor::{activation::gelu, backend::Backend, Tensor, TensorData};
+use crate::nn::activation::gelu_erf as gelu;
+use burn::tensor::{backend::Backend, Tensor, TensorData};
 
 /// F.normalize's epsilon.
 const NORM_EPS: f32 = 1e-12;

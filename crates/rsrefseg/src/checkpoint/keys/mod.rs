@@ -41,6 +41,13 @@ pub enum Transform {
     ScalarToVector(&'static str),
 }
 
+/// What loading does with PEFT LoRA tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoraHandling {
+    Merge,
+    Keep,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct KeyTable {
     /// Human-readable format name for error messages.
@@ -55,8 +62,19 @@ pub struct KeyTable {
 impl KeyTable {
     /// Apply the table. Returns the canonical map and the list of keys that were ignored.
     pub fn apply(&self, tensors: TensorMap) -> Result<(TensorMap, Vec<String>), LoadError> {
+        self.apply_with(tensors, LoraHandling::Merge)
+    }
+
+    /// [`Self::apply`], choosing what happens to PEFT LoRA tensors: merged into the base weights
+    /// (inference) or kept as adapters (`X.lora_A.weight`, …) for a model with LoRA attached
+    /// (fine-tuning from a released checkpoint).
+    pub fn apply_with(&self, tensors: TensorMap, lora: LoraHandling) -> Result<(TensorMap, Vec<String>), LoadError> {
         let mut tensors = tensors;
         for t in self.transforms {
+            let t = match (t, lora) {
+                (Transform::MergePeftLora { .. }, LoraHandling::Keep) => &Transform::PeftToAdapters,
+                _ => t,
+            };
             tensors = t.apply(tensors, self.format)?;
         }
         let ignored: Vec<Regex> = self

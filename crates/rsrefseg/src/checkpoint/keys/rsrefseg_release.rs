@@ -25,7 +25,7 @@ const SIGLIP_VISION: KeyTable = KeyTable {
     transforms: &[
         // The reference never applies the LoRA on the MAP head's out_proj (torch's
         // MultiheadAttention reads `out_proj.weight` directly): drop it before merging.
-        Transform::Drop(r".*head\.attention\.out_proj\.lora_[AB]\.default\.weight"),
+        Transform::Drop(r".*head\.attention\.out_proj\.lora_[AB](\.default)?\.weight"),
         Transform::MergePeftLora { scale: 1.0 },
         Transform::StripInfix("base_model.model."),
     ],
@@ -60,5 +60,13 @@ pub const SECTIONS: &[Section] = &[
 pub const SAM_NAMES: &KeyTable = &sam2_original::TABLE;
 
 /// Parts of the file that inference does not use: the loss head's learnable temperatures and
-/// biases (`decode_head.logit_scale1/2`, `logit_bias1/2`).
+/// biases (`decode_head.logit_scale1/2`, `logit_bias1/2`), stored as 0-d tensors.
 pub const IGNORED_PREFIXES: &[&str] = &["decode_head."];
+
+/// The loss head's section, for resuming training from a released checkpoint.
+pub const DECODE_HEAD: KeyTable = KeyTable {
+    format: "RSRefSeg 2 release: loss head",
+    transforms: &[Transform::ScalarToVector(r"logit_(scale|bias)[12]")],
+    renames: &[],
+    ignored: &[],
+};
