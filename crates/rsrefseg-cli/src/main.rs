@@ -49,6 +49,8 @@ enum Preset {
     Browser,
     /// The tiny random model of the reference fixtures.
     ReferenceDev,
+    /// The project's own small model (≈ 4.5 M parameters), trained on the synthetic benchmark.
+    Nano,
 }
 
 /// Size the CPU thread pools: rayon's global pool (burn-ndarray's parallel loops) and
@@ -81,6 +83,7 @@ fn main() -> Result<()> {
                 Preset::Paper => RsRefSegConfig::paper(),
                 Preset::Browser => RsRefSegConfig::browser(),
                 Preset::ReferenceDev => RsRefSegConfig::reference_dev(),
+                Preset::Nano => RsRefSegConfig::nano(),
             };
             println!("{}", config.to_json());
             Ok(())

@@ -5,10 +5,15 @@
 //! "tokenizer": <TokenizerConfig>}`. Derived sizes (SigLIP grid, SAM mask-input size) are
 //! computed, never stored, and [`RsRefSegConfig::validate`] checks that the parts fit together.
 
+use crate::encoders::tokenizer::{Padding, PaddingSide, SpecialTokens};
 use crate::encoders::{SiglipConfig, TokenizerConfig};
 use crate::prompter::PrompterConfig;
+use crate::sam::hiera::HieraConfig;
 use crate::sam::Sam2Config;
 use serde::{Deserialize, Serialize};
+
+/// Text positions of the [`RsRefSegConfig::nano`] text tower (and its tokenizer's `max_length`).
+pub const NANO_TEXT_POSITIONS: usize = 32;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RsRefSegConfig {
@@ -44,6 +49,69 @@ impl RsRefSegConfig {
         let mut c = Self::assemble(siglip, Sam2Config::reference_dev());
         c.prompter = c.prompter.with_num_heads(4).with_internal_dim(32).with_mlp_dim(32);
         c.tokenizer.max_length = 16;
+        c
+    }
+
+    /// The project's own small model, trained from scratch on the synthetic benchmark
+    /// ([`crate::synth`], 256 × 256 scenes): the modules of [`Self::paper`] / [`Self::browser`],
+    /// narrower and shallower, ≈ 4.5 M parameters. Every width is a multiple of 32 so that the
+    /// browser build can block-quantise every `Linear`.
+    ///
+    /// - **SigLIP towers**: d1 = 128, 3 layers, 4 heads of 32, MLP 512 (4×, as SigLIP). The
+    ///   vision tower reads the 256 × 256 scene at its native size with 16-pixel patches, so the
+    ///   grid is 16 × 16: an object of the benchmark spans a few cells rather than one or none of
+    ///   an 8 × 8 grid, and 256 tokens of width 128 stay cheap. No MAP head (its output is unused
+    ///   by RSRefSeg 2 and nothing pretrained has to be loaded into it). The text vocabulary is
+    ///   the synthetic word-level one ([`crate::synth::tokenizer::vocab_size`]: 4 specials + the
+    ///   grammar's words); 32 positions, about twice the longest expressions the grammar writes
+    ///   (17 tokens with EOS over the scenes of `tests/nano.rs`).
+    /// - **Hiera**: embed 32 with 1 head (head width 32 at every stage), stages [1, 2, 3, 1] →
+    ///   widths 32/64/128/256. With S = 256 the stage maps are 64², 32², 16², 8²; windows
+    ///   [8, 4, 8, 4] divide all of them (and the lagged first block of each stage: 8 → 4 on 32²,
+    ///   4 → 2 on 16², 8 → 4 on 8²), so nothing is padded. Block 5 (the last of stage 3, the
+    ///   stride-16 level the image embedding comes from) attends globally over its 16² tokens.
+    ///   Background position embedding 4 × 4, resized to 64².
+    /// - **SAM**: S = 256, d2 = 64 → image embedding 256 / 16 = 16 × 16, mask input / low-res
+    ///   mask 64 × 64. Decoder transformer 4 heads, MLP 256 (4×; the released 2048 is 8× of 256),
+    ///   IoU head hidden 64 (= d2, as released), `mask_in_chans` 8 (not 4: the first
+    ///   mask-downscaling conv has `mask_in_chans / 4` channels).
+    /// - **Prompter**: 4 heads, attention width 64 (heads of 16), MLP 128, released depths
+    ///   (2 decomposition, 2 first-order, 2 second-order blocks), n_t = 3, n_p = 9.
+    /// - **Tokenizer**: `models/nano/tokenizer.json` ([`crate::synth::tokenizer::tokenizer_json`]),
+    ///   whose post-processor appends EOS; batches padded right to the longest sentence.
+    pub fn nano() -> Self {
+        let siglip = SiglipConfig::from_hf_json(&format!(
+            r#"{{"model_type":"siglip",
+            "text_config":{{"vocab_size":{vocab},"hidden_size":128,"intermediate_size":512,"num_hidden_layers":3,
+                           "num_attention_heads":4,"max_position_embeddings":{NANO_TEXT_POSITIONS}}},
+            "vision_config":{{"hidden_size":128,"intermediate_size":512,"num_hidden_layers":3,
+                             "num_attention_heads":4,"image_size":256,"patch_size":16,"vision_use_head":false}}}}"#,
+            vocab = crate::synth::tokenizer::vocab_size(),
+        ))
+        .expect("preset");
+        let hiera = HieraConfig::new()
+            .with_embed_dim(32)
+            .with_num_heads(1)
+            .with_stages(vec![1, 2, 3, 1])
+            .with_window_spec(vec![8, 4, 8, 4])
+            .with_global_att_blocks(vec![5])
+            .with_window_pos_embed_bkg_spatial_size([4, 4]);
+        let sam = Sam2Config::new(hiera)
+            .with_image_size(256)
+            .with_d_model(64)
+            .with_mask_in_chans(8)
+            .with_transformer_num_heads(4)
+            .with_transformer_mlp_dim(256)
+            .with_iou_head_hidden_dim(64);
+        let mut c = Self::assemble(siglip, sam);
+        c.prompter = c.prompter.with_num_heads(4).with_internal_dim(64).with_mlp_dim(128);
+        c.tokenizer = TokenizerConfig {
+            special_tokens: SpecialTokens::FromTokenizer,
+            padding: Padding::Longest,
+            padding_side: PaddingSide::Right,
+            max_length: NANO_TEXT_POSITIONS,
+            ..TokenizerConfig::rsrefseg2()
+        };
         c
     }
 
@@ -112,7 +180,7 @@ mod tests {
 
     #[test]
     fn presets_are_consistent_and_round_trip() {
-        for c in [RsRefSegConfig::paper(), RsRefSegConfig::browser(), RsRefSegConfig::reference_dev()] {
+        for c in [RsRefSegConfig::paper(), RsRefSegConfig::browser(), RsRefSegConfig::reference_dev(), RsRefSegConfig::nano()] {
             c.validate().unwrap();
             let back = RsRefSegConfig::from_json(&c.to_json()).unwrap();
             assert_eq!(back.to_json(), c.to_json());
@@ -120,6 +188,46 @@ mod tests {
         assert_eq!(RsRefSegConfig::paper().mask_size(), 256);
         assert_eq!(RsRefSegConfig::paper().prompter.clip_dim, 1152);
         assert_eq!(RsRefSegConfig::reference_dev().mask_size(), 32);
+        assert_eq!(RsRefSegConfig::nano().mask_size(), 64);
+        assert_eq!(RsRefSegConfig::nano().prompter.grid, 16);
+    }
+
+    type B = burn::backend::NdArray<f32>;
+
+    /// The nano preset stays under 5 M parameters, and a batch-1 forward gives the shapes its
+    /// documentation derives (grid 16, image embedding 16², masks 64²).
+    #[test]
+    fn nano_is_small_and_runs() {
+        use burn::module::Module;
+        use burn::tensor::{Int, Tensor};
+        let c = RsRefSegConfig::nano();
+        c.validate().unwrap();
+        let device = Default::default();
+        let model = c.init::<B>(&device).unwrap();
+        let n = model.num_params();
+        let parts = [
+            ("siglip", model.siglip.num_params()),
+            ("prompter", model.prompter.num_params()),
+            ("sam trunk", model.sam.image_encoder.trunk.num_params()),
+            ("sam neck", model.sam.image_encoder.neck.num_params()),
+            ("sam prompt encoder", model.sam.sam_prompt_encoder.num_params()),
+            ("sam mask decoder", model.sam.sam_mask_decoder.num_params()),
+        ];
+        println!("nano: {n} parameters {parts:?}");
+        assert!(n <= 5_000_000, "nano has {n} parameters");
+        assert!(n >= 1_000_000, "nano has only {n} parameters");
+
+        let x01 = Tensor::<B, 4>::random([1, 3, 256, 256], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
+        let ids = Tensor::<B, 2, Int>::from_ints([[4, 5, 6, 1]], &device);
+        let out = model.forward(x01, ids, None, false);
+        assert_eq!(out.mask_logits.dims(), [1, 1, 64, 64]);
+        assert_eq!(out.iou.dims(), [1, 1]);
+        assert_eq!(out.text.t_word.dims(), [1, 4, 128]);
+        assert_eq!(out.prompter.sparse.dims(), [1, 9, 64]);
+        assert_eq!(out.localization().unwrap().dims(), [1, 1, 64, 64]);
+        assert_eq!(out.dense_embedding.dims(), [1, 64, 16, 16]);
+        let v: Vec<f32> = out.mask_logits.into_data().to_vec().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()));
     }
 
     #[test]

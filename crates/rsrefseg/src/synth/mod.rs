@@ -17,6 +17,7 @@
 pub mod expressions;
 pub mod objects;
 pub mod scene;
+pub mod tokenizer;
 pub mod writer;
 
 pub use expressions::{generate_expressions, resolve, vocabulary, Expression, Tag};
