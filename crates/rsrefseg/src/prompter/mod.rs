@@ -113,6 +113,7 @@ impl PrompterConfig {
             sparse_prompt_mlp: MlpConfig::new(d2, self.mlp_dim, d2, 2).with_activation(Activation::Gelu).init(device),
             dense_prompt_conv: self.dense_prompt.then(|| DensePromptHead::new(d1, device)),
             num_text_queries: self.num_text_queries,
+            num_prompts: self.num_prompts,
             text_query_init: self.text_query_init,
             prompt_init: self.prompt_init,
         }
@@ -165,6 +166,7 @@ pub struct CascadedPrompter<B: Backend> {
     pub sparse_prompt_mlp: Mlp<B>,
     pub dense_prompt_conv: Option<DensePromptHead<B>>,
     pub num_text_queries: usize,
+    pub num_prompts: usize,
     #[module(skip)]
     pub text_query_init: QueryInit,
     #[module(skip)]
@@ -257,10 +259,10 @@ impl<B: Backend> CascadedPrompter<B> {
         // ---- Second-order interaction, interleaved with sparse-prompt generation ----
         let q = Self::table(&self.prompt_pe_embedding);
         let d2 = self.sparse_prompt_mlp.layers[0].weight.dims()[0];
-        let n_p = self.prompt_embedding.as_ref().map(|p| p.dims()[0]).or(q.as_ref().map(|q| q.dims()[1]));
-        let mut p = match (&self.prompt_embedding, self.prompt_init) {
-            (Some(e), _) => e.val().unsqueeze::<3>().expand([b, e.dims()[0], d2]),
-            (None, _) => Tensor::zeros([b, n_p.expect("number of prompts"), d2], &x.device()),
+        let mut p = match &self.prompt_embedding {
+            Some(e) => e.val().unsqueeze::<3>().expand([b, self.num_prompts, d2]),
+            // Zero initialisation (ablation): the prompts start empty and are shaped by attention.
+            None => Tensor::zeros([b, self.num_prompts, d2], &x.device()),
         };
         let mut bq = t2.clone();
         for block in &self.prompt_queries2_img_attn_layers {
