@@ -7,11 +7,14 @@
 //! - `synth`: write the synthetic benchmark (images + train/val/test JSONL with RLE masks).
 
 mod bench;
+mod eval_cmd;
 mod inspect;
 mod model_files;
 mod pipeline;
+mod plots;
 mod segment;
 mod synth_cmd;
+mod train_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -33,6 +36,10 @@ enum Command {
     Segment(segment::SegmentArgs),
     /// Write the synthetic referring-segmentation benchmark (PNG + JSONL with COCO RLE masks).
     Synth(synth_cmd::SynthArgs),
+    /// Train on a JSONL dataset (checkpoints, resume, validation, best model, plots).
+    Train(train_cmd::TrainArgs),
+    /// Evaluate a model on a dataset split: gIoU, cIoU, Pr@X, per category and per tag.
+    Eval(eval_cmd::EvalArgs),
     /// Print a model configuration preset as JSON (the `--config` file format).
     Config {
         /// Preset name.
@@ -77,6 +84,8 @@ fn main() -> Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Segment(args) => segment::run(args),
         Command::Synth(args) => synth_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
         Command::Config { preset } => {
             use rsrefseg::config::RsRefSegConfig;
             let config = match preset {

@@ -1,0 +1,457 @@
+//! `rsrefseg train`: the released training recipe (reference §6–§7) on a JSONL dataset as
+//! `rsrefseg synth` writes it, on the CPU (Autodiff<NdArray>).
+//!
+//! A run directory holds `config.json` (the model), `train_config.json` (every option),
+//! `tokenizer.json` (a copy, so that `rsrefseg eval --config RUN/config.json` finds it),
+//! `metrics.jsonl` (one line per optimizer step, one per validation), `checkpoint/` (resumable
+//! state), `best.safetensors` (the model with the best validation gIoU) and `plots/`.
+//!
+//! The order of samples is a pure function of (seed, epoch) and the position in the run is the
+//! number of batches consumed, so a resumed run sees exactly the batches an uninterrupted one
+//! would.
+
+use crate::eval_cmd::{evaluate, load_tokenizer, resolve_config, token_tensors};
+use crate::plots::{line_chart, Series, PALETTE};
+use anyhow::{anyhow, bail, Context, Result};
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rsrefseg::checkpoint::{module_tensors, read_tensors, LoadOptions};
+use rsrefseg::config::RsRefSegConfig;
+use rsrefseg::data::dataset::{Item, Mode, RefDataset};
+use rsrefseg::encoders::TextTokenizer;
+use rsrefseg::loss::LossWeights;
+use rsrefseg::model::{load_rsrefseg_tensors, RsRefSeg};
+use rsrefseg::nn::lora::{LoraConfig, LoraModule};
+use rsrefseg::train::checkpoint_io::write_atomic;
+use rsrefseg::train::{Batch, OptimConfig, ScheduleConfig, StepReport, TrainError, TrainModel, Trainer};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+type Inner = burn::backend::NdArray<f32>;
+type AB = Autodiff<Inner>;
+
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
+pub struct TrainArgs {
+    /// Model configuration: a preset name (paper, browser, reference-dev, nano) or a model.json.
+    #[arg(long)]
+    pub config: String,
+    /// Dataset directory with train.jsonl, val.jsonl and the images they name.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// `tokenizer.json` matching the text tower's vocabulary.
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    /// Run directory (created).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 300)]
+    pub epochs: usize,
+    /// Samples per batch (the last incomplete batch of an epoch is dropped).
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Base learning rate (1e-4 in the released configs).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Linear warm-up length in epochs (5 in the released configs).
+    #[arg(long, default_value_t = 5.0)]
+    pub warmup_epochs: f64,
+    /// Seed of the initial weights and of the sample order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Save a checkpoint every N optimizer steps (0 = only at epoch ends).
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: usize,
+    /// Validate every N epochs (and after the last one).
+    #[arg(long, default_value_t = 10)]
+    pub eval_every: usize,
+    /// Attach LoRA adapters to the encoders and freeze their base weights (fine-tuning
+    /// pretrained encoders, with --init); off: every parameter is trained.
+    #[arg(long)]
+    pub lora: bool,
+    /// Initial full-model weights (released state dict or this crate's names).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop (with a checkpoint) once this many optimizer steps have been taken in total.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Validate on at most N samples of val.jsonl (quick runs).
+    #[arg(long)]
+    pub val_limit: Option<usize>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// burn's NdArray backend with autodiff.
+    Cpu,
+}
+
+/// Options that fix the sequence of batches and updates; a resumed run must keep them.
+fn sequence_key(a: &TrainArgs) -> serde_json::Value {
+    json!({"epochs": a.epochs, "batch_size": a.batch_size, "grad_accum": a.grad_accum, "lr": a.lr,
+           "warmup_epochs": a.warmup_epochs, "seed": a.seed, "lora": a.lora})
+}
+
+/// SplitMix64: a tiny, stable generator (the order must never change between versions).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// The sample order of `epoch`: a Fisher–Yates shuffle seeded by (seed, epoch).
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng = SplitMix(seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0x5EED);
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (rng.next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// Items (Mode::Train: x01 `[3,S,S]`, ground truth padded with 255 to `S×S`) and their
+/// sentences (padded to the batch's longest) as a training batch.
+pub fn make_batch<B: Backend>(
+    items: &[Item],
+    tokenizer: &TextTokenizer,
+    config: &RsRefSegConfig,
+    size: usize,
+    device: &B::Device,
+) -> Result<Batch<B>> {
+    let b = items.len();
+    let mut x = Vec::with_capacity(b * 3 * size * size);
+    let mut gt = Vec::with_capacity(b * size * size);
+    for it in items {
+        debug_assert_eq!(it.gt_size, (size, size));
+        x.extend(it.x01());
+        gt.extend(it.gt.iter().map(|&v| v as f32));
+    }
+    let sentences: Vec<&str> = items.iter().map(|i| i.sentence.as_str()).collect();
+    let (input_ids, attention_mask) = token_tensors::<B>(tokenizer, config, &sentences, device)?;
+    Ok(Batch {
+        x01: Tensor::from_data(TensorData::new(x, [b, 3, size, size]), device),
+        gt: Tensor::from_data(TensorData::new(gt, [b, 1, size, size]), device),
+        input_ids,
+        attention_mask,
+    })
+}
+
+/// The inference model with any LoRA adapters merged (the exported form).
+fn export_model(model: RsRefSeg<Inner>) -> RsRefSeg<Inner> {
+    RsRefSeg { siglip: model.siglip.merge_lora(), sam: model.sam.merge_lora(), ..model }
+}
+
+/// Canonical tensors as a safetensors file, written atomically.
+fn write_safetensors(model: &RsRefSeg<Inner>, path: &Path) -> Result<()> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let tensors = module_tensors::<Inner, _>(model);
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, t)| (n, t.shape, t.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("{e:?}"))?;
+    let data = safetensors::serialize(views, &None).map_err(|e| anyhow!("{e:?}"))?;
+    write_atomic(path, &data).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Appends JSON lines to `metrics.jsonl`, flushed per line (a killed run keeps its log).
+struct MetricsLog {
+    file: std::fs::File,
+    steps: Vec<StepReport>,
+    evals: Vec<(usize, f64)>,
+}
+
+impl MetricsLog {
+    /// Open the log; when resuming at `step`, drop what was logged after the checkpoint (it
+    /// will be logged again, identically).
+    fn open(path: &Path, resume_step: Option<usize>) -> Result<Self> {
+        let mut steps = Vec::new();
+        let mut evals = Vec::new();
+        let mut kept = String::new();
+        if let (Some(at), Ok(text)) = (resume_step, std::fs::read_to_string(path)) {
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+                let step = v["step"].as_u64().unwrap_or(u64::MAX) as usize;
+                match v["kind"].as_str() {
+                    Some("step") if step < at => {
+                        if let Ok(r) = serde_json::from_value::<StepReport>(v.clone()) {
+                            steps.push(r);
+                        }
+                    }
+                    Some("val") if step <= at => evals.push((step, v["giou"].as_f64().unwrap_or(f64::NAN))),
+                    _ => continue,
+                }
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        std::fs::write(path, kept).with_context(|| format!("cannot write {}", path.display()))?;
+        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        Ok(Self { file, steps, evals })
+    }
+
+    fn write(&mut self, v: &serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{v}")?;
+        self.file.flush()?;
+        Ok(())
+    }
+
+    fn plots(&self, dir: &Path) -> Result<()> {
+        let series = |f: fn(&StepReport) -> f64, i: usize| Series {
+            points: self.steps.iter().map(|r| (r.step as f64, f(r))).collect(),
+            colour: PALETTE[i],
+        };
+        // Legend order: total, bce, dice, ortho, contrastive.
+        let losses = [
+            series(|r| r.total, 0),
+            series(|r| r.bce, 1),
+            series(|r| r.dice, 2),
+            series(|r| r.ortho, 3),
+            series(|r| r.contrastive, 4),
+        ];
+        line_chart(&losses, &dir.join("loss.png")).map_err(anyhow::Error::msg)?;
+        let giou = Series { points: self.evals.iter().map(|&(s, g)| (s as f64, g)).collect(), colour: PALETTE[0] };
+        line_chart(&[giou], &dir.join("val_giou.png")).map_err(anyhow::Error::msg)
+    }
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let BackendKind::Cpu = args.backend;
+    crate::configure_threads(args.threads)?;
+    anyhow::ensure!(args.batch_size >= 1 && args.grad_accum >= 1 && args.epochs >= 1, "--epochs, --batch-size and --grad-accum must be at least 1");
+    anyhow::ensure!(args.eval_every >= 1, "--eval-every must be at least 1");
+    let device = Default::default();
+    let out = &args.out;
+    let ckpt = out.join("checkpoint");
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+
+    let config = if args.resume {
+        let path = out.join("config.json");
+        let saved: TrainArgs = serde_json::from_slice(
+            &std::fs::read(out.join("train_config.json")).with_context(|| format!("--resume: no run in {}", out.display()))?,
+        )
+        .context("train_config.json")?;
+        if sequence_key(&saved) != sequence_key(&args) {
+            bail!(
+                "--resume with other options than the run was started with: {} (then) vs {} (now)",
+                sequence_key(&saved),
+                sequence_key(&args)
+            );
+        }
+        resolve_config(&path.display().to_string())?
+    } else {
+        if ckpt.join("state.json").exists() {
+            bail!("{} already holds a run: pass --resume to continue it, or another --out", out.display());
+        }
+        let config = resolve_config(&args.config)?;
+        std::fs::write(out.join("config.json"), config.to_json())?;
+        std::fs::write(out.join("train_config.json"), serde_json::to_string_pretty(&args)?)?;
+        config
+    };
+    let tokenizer = load_tokenizer(&args.tokenizer, &config)?;
+    let tok_copy = out.join("tokenizer.json");
+    if std::fs::canonicalize(&args.tokenizer).ok() != std::fs::canonicalize(&tok_copy).ok() {
+        std::fs::copy(&args.tokenizer, &tok_copy).with_context(|| format!("cannot copy the tokenizer to {}", tok_copy.display()))?;
+    }
+
+    let size = config.image_size();
+    let train = RefDataset::from_jsonl(&args.data.join("train.jsonl"), &args.data, None, size, Mode::Train)
+        .map_err(|e| anyhow!("{e}"))?;
+    let val_path = args.data.join("val.jsonl");
+    let val = if val_path.exists() {
+        Some(RefDataset::from_jsonl(&val_path, &args.data, None, size, Mode::Eval).map_err(|e| anyhow!("{e}"))?)
+    } else {
+        None
+    };
+    // Tokenise every sentence once up front: a sentence the model cannot take fails now, not
+    // hours into the run.
+    for s in &train.samples {
+        token_tensors::<Inner>(&tokenizer, &config, &[s.sentence.as_str()], &device).with_context(|| s.origin.clone())?;
+    }
+    let n = train.len();
+    anyhow::ensure!(n > 0, "train.jsonl has no samples");
+    let batch = args.batch_size.min(n);
+    let k = args.grad_accum;
+    // Whole optimizer steps per epoch: accumulation never spans an epoch boundary, so every
+    // epoch-end checkpoint is at a step boundary.
+    let batches_per_epoch = (n / batch) / k * k;
+    anyhow::ensure!(batches_per_epoch > 0, "{n} samples make fewer than --grad-accum {k} batches of {batch}");
+    let steps_per_epoch = batches_per_epoch / k;
+    let total_steps = args.epochs * steps_per_epoch;
+    let max_steps = args.max_steps.unwrap_or(total_steps).min(total_steps);
+
+    <AB as Backend>::seed(&device, args.seed);
+    let lora = args.lora.then(LoraConfig::reference);
+    let model = match &args.init {
+        Some(path) => {
+            let tensors = read_tensors(path).map_err(|e| anyhow!("{e}"))?;
+            let (m, _) = load_rsrefseg_tensors::<AB>(tensors, &config, &device, LoadOptions::default())
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            TrainModel::from_model(m, lora.as_ref(), &device)
+        }
+        None => TrainModel::<AB>::new(&config, lora.as_ref(), &device).map_err(anyhow::Error::msg)?,
+    };
+    let schedule = ScheduleConfig { base_lr: args.lr, warmup_epochs: args.warmup_epochs, ..ScheduleConfig::released() };
+    let mut trainer = Trainer::new(
+        model,
+        LossWeights::code(),
+        OptimConfig::default(),
+        schedule,
+        k,
+        steps_per_epoch,
+        args.epochs,
+        &device,
+    );
+    if args.resume {
+        trainer = trainer.resume(&ckpt).map_err(|e| anyhow!("{e}"))?;
+    }
+    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), Some(trainer.state.step).filter(|_| args.resume))?;
+    let plots_dir = out.join("plots");
+
+    let pb = ProgressBar::new(max_steps as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} ETA {eta_precise}]")
+            .expect("valid template"),
+    );
+    pb.set_position(trainer.state.step as u64);
+    pb.reset_eta();
+    eprintln!(
+        "{n} training samples, {batches_per_epoch} batches of {batch} per epoch, {steps_per_epoch} steps per epoch, \
+         {} epochs; starting at step {}",
+        args.epochs, trainer.state.step
+    );
+
+    let save = |trainer: &Trainer<AB>| -> Result<()> { trainer.save(&ckpt).map_err(|e| anyhow!("{e}")) };
+    let mut epoch = trainer.state.micro_step / batches_per_epoch;
+    let mut offset = trainer.state.micro_step % batches_per_epoch;
+    let mut step_start = Instant::now();
+    let mut stopped_early = false;
+    'epochs: while epoch < args.epochs {
+        trainer.state.epoch = epoch;
+        let order = epoch_order(n, args.seed, epoch);
+        for bi in offset..batches_per_epoch {
+            if trainer.state.micro_step % k == 0 && trainer.state.step >= max_steps {
+                stopped_early = true;
+                break 'epochs;
+            }
+            let items = order[bi * batch..(bi + 1) * batch]
+                .iter()
+                .map(|&i| train.get(i))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow!("{e}"))?;
+            let b = make_batch::<AB>(&items, &tokenizer, &config, size, &device)?;
+            match trainer.train_batch(&b) {
+                Err(e @ TrainError::NonFinite { .. }) => {
+                    pb.abandon();
+                    log.plots(&plots_dir).ok();
+                    log.write(&json!({"kind": "error", "step": trainer.state.step, "message": e.to_string()}))?;
+                    return Err(anyhow!("{e}"));
+                }
+                Err(e) => return Err(anyhow!("{e}")),
+                Ok(None) => {}
+                Ok(Some(report)) => {
+                    let secs = step_start.elapsed().as_secs_f64();
+                    step_start = Instant::now();
+                    let rate = (batch * k) as f64 / secs.max(1e-9);
+                    let mut line = serde_json::to_value(&report)?;
+                    line["kind"] = json!("step");
+                    line["samples_per_s"] = json!(rate);
+                    log.write(&line)?;
+                    pb.set_message(format!(
+                        "loss {:.4} (bce {:.4} dice {:.4} ortho {:.4} contr {:.4})  lr {:.2e}  {:.1} samples/s",
+                        report.total, report.bce, report.dice, report.ortho, report.contrastive, report.lr, rate
+                    ));
+                    pb.set_position(trainer.state.step as u64);
+                    log.steps.push(report);
+                    if args.checkpoint_every > 0 && trainer.state.step % args.checkpoint_every == 0 {
+                        save(&trainer)?;
+                    }
+                }
+            }
+        }
+        offset = 0;
+        let last = epoch + 1 == args.epochs;
+        if let Some(val) = &val {
+            if (epoch + 1) % args.eval_every == 0 || last {
+                validate(&mut trainer, &config, val, &tokenizer, &device, &args, &mut log, &pb, epoch)?;
+            }
+        }
+        save(&trainer)?;
+        log.plots(&plots_dir)?;
+        epoch += 1;
+    }
+    if stopped_early {
+        save(&trainer)?;
+        log.plots(&plots_dir)?;
+    }
+    pb.finish();
+    eprintln!(
+        "stopped at step {} of {total_steps}; best validation gIoU {} (step {}); run in {}",
+        trainer.state.step,
+        trainer.state.best_val_giou.map_or("-".into(), |g| format!("{:.2}", g * 100.0)),
+        trainer.state.best_step.map_or("-".into(), |s| s.to_string()),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Validation pass: log the metrics, keep the best model by validation gIoU.
+#[allow(clippy::too_many_arguments)]
+fn validate(
+    trainer: &mut Trainer<AB>,
+    config: &RsRefSegConfig,
+    val: &RefDataset,
+    tokenizer: &TextTokenizer,
+    device: &burn::backend::ndarray::NdArrayDevice,
+    args: &TrainArgs,
+    log: &mut MetricsLog,
+    pb: &ProgressBar,
+    epoch: usize,
+) -> Result<()> {
+    let model = trainer.valid_model().model;
+    let result = evaluate(&model, config, val, tokenizer, device, args.val_limit, |_, _| {})?;
+    let mut line = result.to_json();
+    let giou = line["giou"].as_f64().unwrap_or(f64::NAN);
+    let step = trainer.state.step;
+    line["kind"] = json!("val");
+    line["step"] = json!(step);
+    line["epoch"] = json!(epoch);
+    log.write(&line)?;
+    log.evals.push((step, giou));
+    pb.println(format!("epoch {epoch} step {step}: validation gIoU {:.2} cIoU {:.2}", giou * 100.0, result.overall.target.ciou));
+    let better = giou.is_finite() && trainer.state.best_val_giou.is_none_or(|b| giou > b);
+    if better {
+        write_safetensors(&export_model(model), &args.out.join("best.safetensors"))?;
+        trainer.state.best_val_giou = Some(giou);
+        trainer.state.best_step = Some(step);
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! `rsrefseg train` and `rsrefseg eval` end to end on the CPU with a tiny synthetic dataset and
+//! a `reference-dev`-sized model: run files, a stopped-and-resumed run equal to an
+//! uninterrupted one, the non-finite-loss stop, and evaluation of the exported best model.
+
+use rsrefseg::config::RsRefSegConfig;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn rsrefseg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rsrefseg")).args(args).output().expect("the rsrefseg binary runs")
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A word-level tokenizer over the synthetic grammar's vocabulary: `<pad>`=0 `<eos>`=1
+/// `<bos>`=2 `<unk>`=3, whitespace pre-tokenizer, EOS appended as the released tokenizer does.
+/// Returns the vocabulary size.
+fn write_tokenizer(path: &Path) -> usize {
+    let specials = ["<pad>", "<eos>", "<bos>", "<unk>"];
+    let mut vocab = serde_json::Map::new();
+    for (i, t) in specials.iter().enumerate() {
+        vocab.insert(t.to_string(), json!(i));
+    }
+    for w in rsrefseg::synth::vocabulary() {
+        let id = vocab.len();
+        vocab.entry(w).or_insert(json!(id));
+    }
+    let added: Vec<Value> = specials
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": false, "special": true})
+        })
+        .collect();
+    let seq = |id: &str, type_id: u32| json!({"Sequence": {"id": id, "type_id": type_id}});
+    let eos = json!({"SpecialToken": {"id": "<eos>", "type_id": 0}});
+    let n = vocab.len();
+    let tokenizer = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": {"type": "TemplateProcessing", "single": [seq("A", 0), eos.clone()],
+            "pair": [seq("A", 0), seq("B", 1), eos],
+            "special_tokens": {"<eos>": {"id": "<eos>", "ids": [1], "tokens": ["<eos>"]}}},
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    });
+    std::fs::write(path, tokenizer.to_string()).unwrap();
+    n
+}
+
+/// `reference-dev` with a text tower sized for the vocabulary and the longest expressions.
+fn write_model_config(path: &Path, vocab: usize) {
+    let mut c = RsRefSegConfig::reference_dev();
+    c.siglip.text_config.vocab_size = vocab.max(c.siglip.text_config.vocab_size);
+    c.siglip.text_config.max_position_embeddings = 32;
+    c.tokenizer.max_length = 32;
+    std::fs::write(path, c.to_json()).unwrap();
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn step_losses(run: &Path) -> Vec<(u64, f64)> {
+    lines(&run.join("metrics.jsonl"))
+        .iter()
+        .filter(|v| v["kind"] == "step")
+        .map(|v| (v["step"].as_u64().unwrap(), v["total"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn train_resume_nan_stop_and_eval() {
+    let dir = scratch("train_eval");
+    let data = dir.join("data");
+    let d = |p: &Path| p.to_str().unwrap().to_string();
+    // 8 scenes of 64 px, 2 expressions each: 8 training, 4 validation, 4 test samples.
+    ok(rsrefseg(&[
+        "synth", "--out", &d(&data), "--seed", "0", "--n", "8", "--size", "64", "--expressions", "2",
+        "--val-fraction", "0.25", "--test-fraction", "0.25",
+    ]));
+    let tok = dir.join("tokenizer.json");
+    let vocab = write_tokenizer(&tok);
+    let model = dir.join("model.json");
+    write_model_config(&model, vocab);
+
+    // 4 batches of 2 per epoch: step 4 ends epoch 0 (validation, best model); step 2 is mid-epoch.
+    let train = |out: &Path, lr: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train".to_string(), "--config".into(), d(&model), "--data".into(), d(&data), "--tokenizer".into(), d(&tok),
+            "--out".into(), d(out), "--epochs".into(), "2".into(), "--batch-size".into(), "2".into(), "--lr".into(),
+            lr.into(), "--warmup-epochs".into(), "0".into(), "--eval-every".into(), "1".into(), "--seed".into(), "3".into(), "--threads".into(), "2".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        rsrefseg(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    // Uninterrupted: 4 steps.
+    let a = dir.join("run_a");
+    ok(train(&a, "1e-3", &["--max-steps", "4", "--checkpoint-every", "2"]));
+    for f in ["config.json", "train_config.json", "tokenizer.json", "best.safetensors", "checkpoint/state.json", "plots/loss.png", "plots/val_giou.png"] {
+        assert!(a.join(f).is_file(), "{f} missing in the run directory");
+    }
+    let log = lines(&a.join("metrics.jsonl"));
+    let val: Vec<&Value> = log.iter().filter(|v| v["kind"] == "val").collect();
+    assert_eq!(val.len(), 1, "one validation at the end of epoch 0: {log:?}");
+    assert_eq!(val[0]["step"], 4);
+    let train_config: Value = serde_json::from_str(&std::fs::read_to_string(a.join("train_config.json")).unwrap()).unwrap();
+    assert_eq!(train_config["batch_size"], 2);
+    RsRefSegConfig::from_json(&std::fs::read_to_string(a.join("config.json")).unwrap()).unwrap();
+
+    // Stopped after 2 steps, resumed to 4: the same losses.
+    let b = dir.join("run_b");
+    ok(train(&b, "1e-3", &["--max-steps", "2", "--checkpoint-every", "2"]));
+    assert_eq!(step_losses(&b).len(), 2);
+    ok(train(&b, "1e-3", &["--max-steps", "4", "--checkpoint-every", "2", "--resume"]));
+    let (la, lb) = (step_losses(&a), step_losses(&b));
+    assert_eq!(la.len(), 4, "{la:?}");
+    assert_eq!(la.iter().map(|x| x.0).collect::<Vec<_>>(), lb.iter().map(|x| x.0).collect::<Vec<_>>());
+    for ((s, x), (_, y)) in la.iter().zip(&lb) {
+        assert!((x - y).abs() <= 1e-4, "step {s}: {x} vs {y}\n{la:?}\n{lb:?}");
+    }
+
+    // A resumed run must keep the options that fix the batch sequence; a fresh run does not
+    // overwrite an existing one.
+    let out = train(&b, "1e-2", &["--max-steps", "4", "--resume"]);
+    assert!(!out.status.success());
+    let out = train(&b, "1e-3", &["--max-steps", "4"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--resume"));
+
+    // A diverging run stops with the error and a non-zero exit, keeping its last checkpoint.
+    let n = dir.join("run_nan");
+    let out = train(&n, "1e30", &["--checkpoint-every", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("the loss became"), "{err}");
+    assert!(n.join("checkpoint/state.json").is_file());
+
+    // Evaluation of the exported best model on the test split.
+    let json_path = dir.join("eval.json");
+    let out = ok(rsrefseg(&[
+        "eval", "--config", &d(&a.join("config.json")), "--weights", &d(&a.join("best.safetensors")), "--data", &d(&data),
+        "--split", "test", "--json", &d(&json_path), "--threads", "2",
+    ]));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("gIoU") && table.contains("target"), "{table}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let giou = v["giou"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&giou), "{v}");
+    assert_eq!(v["num_samples"], 4);
+    assert!(v["per_tag"].as_object().is_some_and(|t| !t.is_empty()), "{v}");
+    assert!(v["reference"]["gIoU_1"].is_number(), "{v}");
+}
