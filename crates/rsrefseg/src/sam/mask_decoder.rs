@@ -104,18 +104,47 @@ impl<B: Backend> OutputUpscaling<B> {
     /// - src: `[b, d, h, w]`; feat_s1: `[b, d/4, 2h, 2w]`; feat_s0: `[b, d/8, 4h, 4w]`
     /// - output: `[b, d/8, 4h, 4w]`
     pub fn forward(&self, src: Tensor<B, 4>, high_res: Option<&HighResFeatures<B>>) -> Tensor<B, 4> {
-        let x = self.conv1.forward(src);
+        let x = conv_transpose_k2s2(&self.conv1, src);
         let x = match high_res {
             Some(f) => x + f.feat_s1.clone(),
             None => x,
         };
         let x = self.activation.forward(self.layer_norm.forward(x));
-        let x = self.conv2.forward(x);
+        let x = conv_transpose_k2s2(&self.conv2, x);
         let x = match high_res {
             Some(f) => x + f.feat_s0.clone(),
             None => x,
         };
         self.activation.forward(x)
+    }
+}
+
+/// A 2×2, stride-2 transposed convolution (no padding, no groups) as one matrix product and a
+/// pixel shuffle: every input pixel writes its own 2×2 output block, so
+/// `y[o, 2i+di, 2j+dj] = Σ_c x[c, i, j] · w[c, o, di, dj] + bias[o]`. Same numbers as the generic
+/// kernel, which on the CPU backend is a scalar loop ~100× slower; other shapes use the layer.
+///
+/// `[b, c_in, h, w] -> [b, c_out, 2h, 2w]`
+pub fn conv_transpose_k2s2<B: Backend>(layer: &ConvTranspose2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let plain = layer.kernel_size == [2, 2]
+        && layer.stride == [2, 2]
+        && layer.padding == [0, 0]
+        && layer.padding_out == [0, 0]
+        && layer.dilation == [1, 1]
+        && layer.groups == 1;
+    if !plain {
+        return layer.forward(x);
+    }
+    let [b, c, h, w] = x.dims();
+    let weight = layer.weight.val(); // (c_in, c_out, 2, 2)
+    let o = weight.dims()[1];
+    // (B,C,H,W) -> (B,H·W,C) · (C, O·4) -> (B,H,W,O,2,2) -> (B,O,H,2,W,2) -> (B,O,2H,2W)
+    let cols = x.reshape([b, c, h * w]).swap_dims(1, 2);
+    let y = cols.matmul(weight.reshape([1, c, o * 4]));
+    let y = y.reshape([b, h, w, o, 2, 2]).permute([0, 3, 1, 4, 2, 5]).reshape([b, o, 2 * h, 2 * w]);
+    match &layer.bias {
+        Some(bias) => y + bias.val().reshape([1, o, 1, 1]),
+        None => y,
     }
 }
 
