@@ -400,7 +400,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         offset = 0;
         let last = epoch + 1 == args.epochs;
         if let Some(val) = &val {
-            if (epoch + 1) % args.eval_every == 0 || last {
+            if (epoch + 1).is_multiple_of(args.eval_every) || last {
                 validate(&mut trainer, &config, val, &tokenizer, &device, &args, &mut log, &pb, epoch)?;
             }
         }
