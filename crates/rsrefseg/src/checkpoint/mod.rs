@@ -189,11 +189,17 @@ impl PathTracker {
     }
 }
 
-/// A parameter of a module: canonical name and shape (PyTorch layout).
+/// A parameter of a module: canonical name and shape (PyTorch layout), plus what addresses it in
+/// gradients and optimizer state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamSpec {
     pub name: String,
     pub shape: Vec<usize>,
+    pub id: burn::module::ParamId,
+    /// The stored tensor is the transpose of the canonical one (burn `Linear` weights).
+    pub transposed: bool,
+    /// Requires a gradient (only ever true on an autodiff backend).
+    pub trainable: bool,
 }
 
 struct SpecCollector {
@@ -210,8 +216,15 @@ impl<B: Backend> ModuleVisitor<B> for SpecCollector {
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let (name, layout) = self.tracker.current();
-        let shape = canonical_shape(&param.val().dims(), layout);
-        self.specs.push(ParamSpec { name, shape });
+        let value = param.val();
+        let shape = canonical_shape(&value.dims(), layout);
+        self.specs.push(ParamSpec {
+            name,
+            shape,
+            id: param.id,
+            transposed: layout == Layout::Transposed,
+            trainable: value.is_require_grad(),
+        });
     }
 }
 
@@ -251,25 +264,7 @@ pub fn module_tensors<B: Backend, M: Module<B>>(module: &M) -> TensorMap {
 /// Parameter ids by canonical name, and whether the stored tensor is the transpose of the
 /// canonical one (gradients and optimizer state are addressed by id).
 pub fn param_ids<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, (burn::module::ParamId, bool)> {
-    struct Ids {
-        tracker: PathTracker,
-        out: BTreeMap<String, (burn::module::ParamId, bool)>,
-    }
-    impl<B: Backend> ModuleVisitor<B> for Ids {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.tracker.enter(name, container_type);
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.tracker.exit();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let (name, layout) = self.tracker.current();
-            self.out.insert(name, (param.id, layout == Layout::Transposed));
-        }
-    }
-    let mut c = Ids { tracker: PathTracker::default(), out: BTreeMap::new() };
-    module.visit(&mut c);
-    c.out
+    param_specs(module).into_iter().map(|p| (p.name, (p.id, p.transposed))).collect()
 }
 
 struct Loader<'a, B: Backend> {

@@ -24,7 +24,7 @@
 
 use crate::checkpoint::PathTracker;
 use burn::config::Config;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
@@ -463,24 +463,5 @@ pub fn freeze_base<B: Backend, M: Module<B>>(module: M, keep: &[&str]) -> M {
 /// Canonical names of the parameters that require a gradient (empty on a backend without
 /// autodiff).
 pub fn trainable_parameter_names<B: Backend, M: Module<B>>(module: &M) -> Vec<String> {
-    struct Collect {
-        tracker: PathTracker,
-        names: Vec<String>,
-    }
-    impl<B: Backend> ModuleVisitor<B> for Collect {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.tracker.enter(name, container_type);
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.tracker.exit();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            if param.val().is_require_grad() {
-                self.names.push(self.tracker.current().0);
-            }
-        }
-    }
-    let mut c = Collect { tracker: PathTracker::default(), names: Vec::new() };
-    module.visit(&mut c);
-    c.names
+    crate::checkpoint::param_specs(module).into_iter().filter(|p| p.trainable).map(|p| p.name).collect()
 }
