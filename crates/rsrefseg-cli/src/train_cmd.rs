@@ -4,7 +4,8 @@
 //! A run directory holds `config.json` (the model), `train_config.json` (every option),
 //! `tokenizer.json` (a copy, so that `rsrefseg eval --config RUN/config.json` finds it),
 //! `metrics.jsonl` (one line per optimizer step, one per validation), `checkpoint/` (resumable
-//! state), `best.safetensors` (the model with the best validation gIoU) and `plots/`.
+//! state), `best.safetensors` (the model with the best validation gIoU), `last.safetensors` (the model
+//! where the run stopped) and `plots/`.
 //!
 //! The order of samples is a pure function of (seed, epoch) and the position in the run is the
 //! number of batches consumed, so a resumed run sees exactly the batches an uninterrupted one
@@ -412,6 +413,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         save(&trainer)?;
         log.plots(&plots_dir)?;
     }
+    // The model as the run leaves it, also when --max-steps stopped it before a validation.
+    write_safetensors(&export_model(trainer.valid_model().model), &out.join("last.safetensors"))?;
     pb.finish();
     eprintln!(
         "stopped at step {} of {total_steps}; best validation gIoU {} (step {}); run in {}",

@@ -129,7 +129,7 @@ impl<B: Backend> SiglipVisionTower<B> {
     ///   size; the native size, or a size prepared with [`Self::prepare_grid`]
     /// - output: last_hidden_state `[b, (h/p)·(w/p), d]` (post-LayerNorm), row-major tokens
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
-        let x = self.embeddings.patch_embedding.forward(pixels);
+        let x = crate::nn::conv::conv2d(&self.embeddings.patch_embedding, pixels);
         let [b, d, gh, gw] = x.dims();
         // (B,D,gh,gw) -> (B,gh·gw,D)
         let x = x.reshape([b, d, gh * gw]).swap_dims(1, 2);

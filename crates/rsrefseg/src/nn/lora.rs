@@ -28,8 +28,8 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
-use burn::tensor::module::{conv2d, linear};
-use burn::tensor::ops::ConvOptions;
+use crate::nn::conv::{conv2d, conv2d_gemm};
+use burn::tensor::module::linear;
 use burn::tensor::Tensor;
 use regex::RegexSet;
 
@@ -203,10 +203,9 @@ impl<B: Backend> LoraConv2d<B> {
     /// # Shapes
     /// - x: `[b, in, h, w]` → `[b, out, h, w]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let options = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
-        let base = conv2d(x.clone(), self.weight.val(), self.bias.as_ref().map(Param::val), options);
+        let base = conv2d_gemm(x.clone(), self.weight.val(), self.bias.as_ref().map(Param::val), [1, 1], [0; 4]);
         match (&self.lora_A, &self.lora_B) {
-            (Some(a), Some(b)) => base + b.forward(a.forward(x)).mul_scalar(self.scaling),
+            (Some(a), Some(b)) => base + conv2d(b, conv2d(a, x)).mul_scalar(self.scaling),
             _ => base,
         }
     }

@@ -3,6 +3,7 @@
 pub mod activation;
 pub mod attention;
 pub mod batch_norm;
+pub mod conv;
 pub mod interpolate;
 pub mod layer_norm2d;
 pub mod lora;

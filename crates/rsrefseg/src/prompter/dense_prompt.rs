@@ -9,6 +9,7 @@
 //! over the four neighbours of each output pixel. Both need only per-cell dot products and the
 //! neighbour Gram entries at `g×g`; the result is the same number up to rounding.
 
+use crate::nn::conv::conv2d;
 use crate::nn::interpolate::bilinear;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -36,7 +37,7 @@ impl<B: Backend> DensePromptHead<B> {
     /// conv–BN–GELU–conv. `[b, d1, g, g] -> [b, d1, g, g]`. BatchNorm uses batch statistics
     /// on an autodiff backend (training) and running statistics otherwise.
     pub fn features(&self, refined: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.conv2.forward(gelu(self.bn.forward(self.conv1.forward(refined))))
+        conv2d(&self.conv2, gelu(self.bn.forward(conv2d(&self.conv1, refined))))
     }
 
     /// # Shapes

@@ -231,7 +231,7 @@ impl<B: Backend> Hiera<B> {
     /// - output: one `[b, C_s, H/(4·2^s), W/(4·2^s)]` map per stage `s`, shallowest first
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Vec<Tensor<B, 4>> {
         // (B, C, H, W) -> (B, H, W, C)
-        let x = self.patch_embed.proj.forward(pixels).permute([0, 2, 3, 1]);
+        let x = crate::nn::conv::conv2d(&self.patch_embed.proj, pixels).permute([0, 2, 3, 1]);
         let [_, h, w, _] = x.dims();
         let mut x = x + self.pos_embed([h, w]);
         let mut outputs = Vec::with_capacity(self.stage_ends.len());

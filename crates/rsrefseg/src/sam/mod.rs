@@ -195,8 +195,8 @@ impl<B: Backend> Sam2<B> {
         let decoder = &self.sam_mask_decoder;
         let high_res = match (&decoder.conv_s0, &decoder.conv_s1) {
             (Some(s0), Some(s1)) => Some(HighResFeatures {
-                feat_s0: s0.forward(backbone.fpn[0].clone()),
-                feat_s1: s1.forward(backbone.fpn[1].clone()),
+                feat_s0: crate::nn::conv::conv2d(s0, backbone.fpn[0].clone()),
+                feat_s1: crate::nn::conv::conv2d(s1, backbone.fpn[1].clone()),
             }),
             _ => None,
         };

@@ -7,6 +7,7 @@
 //! dense PE: its sparse tokens come from the prompter and go straight to the mask decoder.
 
 use super::position_encoding::{PositionEmbeddingRandom, PositionEmbeddingRandomConfig};
+use crate::nn::conv::conv2d;
 use crate::nn::{Activation, LayerNorm2d, LayerNorm2dConfig};
 use burn::config::Config;
 use burn::module::Module;
@@ -85,9 +86,9 @@ impl<B: Backend> MaskDownscaling<B> {
     /// # Shapes
     /// - masks: `[b, 1, 4h, 4w]` → `[b, embed_dim, h, w]`
     pub fn forward(&self, masks: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = self.activation.forward(self.layer_norm1.forward(self.conv1.forward(masks)));
-        let x = self.activation.forward(self.layer_norm2.forward(self.conv2.forward(x)));
-        self.conv3.forward(x)
+        let x = self.activation.forward(self.layer_norm1.forward(conv2d(&self.conv1, masks)));
+        let x = self.activation.forward(self.layer_norm2.forward(conv2d(&self.conv2, x)));
+        conv2d(&self.conv3, x)
     }
 }
 
