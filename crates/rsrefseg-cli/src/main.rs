@@ -8,6 +8,7 @@
 
 mod bench;
 mod eval_cmd;
+mod fetch_cmd;
 mod inspect;
 mod model_files;
 mod pipeline;
@@ -40,6 +41,8 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Evaluate a model on a dataset split: gIoU, cIoU, Pr@X, per category and per tag.
     Eval(eval_cmd::EvalArgs),
+    /// Download preset weights (SigLIP2, SAM 2.1, RSRefSeg 2) and hub datasets, resumable and checksum-verified.
+    Fetch(fetch_cmd::FetchArgs),
     /// Print a model configuration preset as JSON (the `--config` file format).
     Config {
         /// Preset name.
@@ -86,6 +89,7 @@ fn main() -> Result<()> {
         Command::Synth(args) => synth_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
+        Command::Fetch(args) => fetch_cmd::run(args),
         Command::Config { preset } => {
             use rsrefseg::config::RsRefSegConfig;
             let config = match preset {
