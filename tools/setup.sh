@@ -12,6 +12,8 @@
 #   - wasm-bindgen-cli at exactly the `wasm-bindgen` version in Cargo.lock
 #     (`cargo install` without --locked: its own lockfile pins crates the registry may lack)
 #   - trunk 0.21.14 (newer trunk needs a newer rustc)
+#   - npm packages of package-lock.json (`npm ci`: playwright-core for web/page-test.mjs; it
+#     drives the system Chromium and downloads no browser), with Debian's nodejs/npm if missing
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -88,6 +90,25 @@ if [ "$want_trunk" = 1 ]; then
     if ! grep -q "wasm_bindgen = \"$WB_VERSION\"" "$ROOT/Trunk.toml"; then
         echo "setup.sh: Trunk.toml [tools] wasm_bindgen must be \"$WB_VERSION\" (Cargo.lock)" >&2
         exit 1
+    fi
+fi
+
+# --- npm packages (page test) ------------------------------------------------------------------
+if [ "$want_browser" = 1 ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        SUDO=""
+        if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+        log "installing nodejs npm (apt)"
+        $SUDO apt-get update
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm
+    fi
+    want_pw="$(cd "$ROOT" && node -p "require('./package-lock.json').packages['node_modules/playwright-core'].version")"
+    have_pw="$(cd "$ROOT" && node -p "require('./node_modules/playwright-core/package.json').version" 2>/dev/null || true)"
+    if [ "$have_pw" = "$want_pw" ]; then
+        log "playwright-core $want_pw: installed"
+    else
+        log "npm ci (playwright-core $want_pw; had: ${have_pw:-none})"
+        (cd "$ROOT" && npm ci --no-audit --no-fund)
     fi
 fi
 

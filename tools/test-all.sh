@@ -6,9 +6,13 @@
 #                            (headless Chromium, WebGPU through SwiftShader, and NdArray)
 #   4. page build + check:   trunk build, then the page is loaded in headless Chromium and
 #                            must reach its "ready" state (web/page-test.py)
+#   5. page test:            web/page-test.mjs (npm playwright-core, system Chromium): on WebGPU
+#                            and on the CPU, upload an image, type a sentence, press Enter, check
+#                            the mask; reload offline (service worker); screenshots in
+#                            target/page-test/
 # Installs what is missing first (tools/setup.sh). Prints the time each part took.
 #
-# Environment: SKIP_PAGE=1 skips part 4 (and the trunk install).
+# Environment: SKIP_PAGE=1 skips parts 4 and 5 (and the trunk install).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -63,6 +67,7 @@ run_part "browser tests (wasm, Chromium)" browser_tests
 if [ "$SKIP_PAGE" != 1 ]; then
     run_part "page build (trunk build)" trunk build --offline
     run_part "page check (headless Chromium)" python3 web/page-test.py dist
+    run_part "page test (playwright)" node web/page-test.mjs dist --backend webgpu,cpu
 fi
 
 if [ "${#failed[@]}" != 0 ]; then exit 1; fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Whole-page check: serve a built page (trunk's dist/) on 127.0.0.1, open it in headless
 Chromium through ChromeDriver (plain WebDriver HTTP, standard library only), wait for the page's
-readiness signal and require that the wasm module started and the backend self-check passed.
+readiness signal and require that the worker started the wasm module on the requested backend
+and loaded the model (web/page-test.mjs is the full test: image, sentence, mask).
 
     python3 web/page-test.py dist [--backend webgpu|cpu] [--screenshot page.png]
 
@@ -151,7 +152,10 @@ def main():
             except Exception:
                 time.sleep(0.1)
         wd.start(chromium, user_data_dir)
-        url = f"http://127.0.0.1:{port}/?backend={args.backend}"
+        # The embedded model when the build has one, else the synthetic nano model.
+        embedded = os.path.isfile(os.path.join(args.dist, "models", "nano", "nano.rsb"))
+        model = "embedded" if embedded else "synthetic"
+        url = f"http://127.0.0.1:{port}/?backend={args.backend}&model={model}"
         wd.goto(url)
         start = time.time()
         state = None

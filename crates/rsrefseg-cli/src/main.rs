@@ -8,6 +8,8 @@
 
 mod bench;
 mod eval_cmd;
+mod export_cmd;
+mod fetch_cmd;
 mod inspect;
 mod model_files;
 mod pipeline;
@@ -40,6 +42,10 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Evaluate a model on a dataset split: gIoU, cIoU, Pr@X, per category and per tag.
     Eval(eval_cmd::EvalArgs),
+    /// Write the model as one web bundle (configuration, tokenizer, q8/q4 weights) for the browser page.
+    ExportWeb(export_cmd::ExportWebArgs),
+    /// Download preset weights (SigLIP2, SAM 2.1, RSRefSeg 2) and hub datasets, resumable and checksum-verified.
+    Fetch(fetch_cmd::FetchArgs),
     /// Print a model configuration preset as JSON (the `--config` file format).
     Config {
         /// Preset name.
@@ -86,6 +92,8 @@ fn main() -> Result<()> {
         Command::Synth(args) => synth_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
+        Command::ExportWeb(args) => export_cmd::run(args),
+        Command::Fetch(args) => fetch_cmd::run(args),
         Command::Config { preset } => {
             use rsrefseg::config::RsRefSegConfig;
             let config = match preset {

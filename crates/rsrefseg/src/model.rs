@@ -95,6 +95,9 @@ impl<B: Backend> RsRefSeg<B> {
     /// Answer sentences about encoded images: text tower, prompter, SAM decoder. A single encoded
     /// image is paired with every sentence of the batch.
     ///
+    /// The same as [`Self::encode_text`], then [`Self::prompt`], then [`Self::decode`] (the stages
+    /// are public so that callers can time them separately, e.g. the browser build).
+    ///
     /// # Shapes
     /// - input_ids, attention_mask: `[b, l]`
     /// - `training`: mask token 0 always (as the loss is computed); otherwise SAM's stability
@@ -106,17 +109,39 @@ impl<B: Backend> RsRefSeg<B> {
         attention_mask: Option<Tensor<B, 2, Int>>,
         training: bool,
     ) -> RsRefSegOutput<B> {
-        let [b, _] = input_ids.dims();
-        let text = self.siglip.text_model.forward(input_ids, attention_mask);
+        let text = self.encode_text(input_ids, attention_mask);
+        let prompter = self.prompt(image, &text);
+        self.decode(image, text, prompter, training)
+    }
+
+    /// Query stage 1: the SigLIP text tower.
+    pub fn encode_text(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Option<Tensor<B, 2, Int>>) -> SiglipTextOutput<B> {
+        self.siglip.text_model.forward(input_ids, attention_mask)
+    }
+
+    /// Query stage 2: the cascaded prompter (sparse and dense prompts) for every sentence of `text`.
+    pub fn prompt(&self, image: &ImageEncoding<B>, text: &SiglipTextOutput<B>) -> PrompterOutput<B> {
+        let [b, _] = text.t_sent.dims();
         let v = expand_batch(image.v.clone(), b);
-        let prompter = self.prompter.forward(
+        self.prompter.forward(
             v,
             text.t_word.clone(),
             text.t_sent.clone(),
             self.siglip.logit_scale.val(),
             self.siglip.logit_bias.val(),
             self.mask_size,
-        );
+        )
+    }
+
+    /// Query stage 3: SAM's prompt encoder (dense prompt) and mask decoder.
+    pub fn decode(
+        &self,
+        image: &ImageEncoding<B>,
+        text: SiglipTextOutput<B>,
+        prompter: PrompterOutput<B>,
+        training: bool,
+    ) -> RsRefSegOutput<B> {
+        let [b, _] = text.t_sent.dims();
         let pe = &self.sam.sam_prompt_encoder;
         let dense_embedding = match &prompter.dense {
             Some(dense) => pe.mask_downscaling.forward(dense.clone()),

@@ -1,0 +1,233 @@
+#!/usr/bin/env node
+// Whole-page test of the built demo (trunk's dist/) with npm playwright-core driving the system
+// Chromium (never a downloaded browser), headless, WebGPU through SwiftShader:
+//
+//   node web/page-test.mjs dist [--backend webgpu,cpu] [--shots DIR] [--image FILE] [--text "…"]
+//
+// For each backend: serve dist/ on 127.0.0.1, open the page, wait until the model is loaded,
+// check the backend label, check the empty-sentence message, upload an image, type a sentence,
+// press Enter, wait for the mask, check that it is non-empty and of the image's size, run the
+// sentence again (re-query on the cached encoding), save a screenshot. On the first backend it
+// also reloads the page offline (service worker cache). Prints the timings as JSON lines
+// ("page-test timing {...}") and "page-test: N passed, M failed".
+//
+// The page loads the embedded model (dist/models/nano/nano.rsb); a build without it uses the
+// synthetic nano model (?model=synthetic). Environment: CHROMIUM (default
+// /usr/lib/chromium/chromium), PAGE_TIMEOUT seconds per wait (default 300).
+
+import { chromium } from "playwright-core";
+import { createServer } from "node:http";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, extname, resolve, normalize } from "node:path";
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const dist = resolve(args.find((a, i) => !a.startsWith("--") && !(i > 0 && args[i - 1].startsWith("--"))) || "dist");
+const backends = opt("backend", "webgpu,cpu").split(",");
+const shots = resolve(opt("shots", "target/page-test"));
+const imagePath = resolve(opt("image", "web/samples/bus-depot.jpg"));
+const sentence = opt("text", "the largest white vehicle");
+const timeout = 1000 * Number(process.env.PAGE_TIMEOUT || 300);
+const executablePath = process.env.CHROMIUM || "/usr/lib/chromium/chromium";
+
+if (!existsSync(join(dist, "index.html"))) {
+  console.error(`page-test: ${dist}/index.html not found (run \`trunk build\` first)`);
+  process.exit(2);
+}
+const embedded = existsSync(join(dist, "models/nano/nano.rsb"));
+const model = embedded ? "embedded" : "synthetic";
+
+// ---- static server ----------------------------------------------------------------------------
+const TYPES = {
+  ".html": "text/html",
+  ".js": "text/javascript",
+  ".mjs": "text/javascript",
+  ".css": "text/css",
+  ".wasm": "application/wasm",
+  ".json": "application/json",
+  ".png": "image/png",
+  ".jpg": "image/jpeg",
+  ".rsb": "application/octet-stream",
+};
+const server = createServer((req, res) => {
+  const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^(\.\.[/\\])+/, "");
+  let file = join(dist, path);
+  try {
+    if (statSync(file).isDirectory()) file = join(file, "index.html");
+    const body = readFileSync(file);
+    res.writeHead(200, { "Content-Type": TYPES[extname(file)] || "application/octet-stream", "Content-Length": body.length });
+    res.end(body);
+  } catch {
+    res.writeHead(404);
+    res.end("not found");
+  }
+});
+await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const base = `http://127.0.0.1:${server.address().port}/`;
+
+// ---- browser ----------------------------------------------------------------------------------
+const profile = mkdtempSync(join(tmpdir(), "rsrefseg-pw-"));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath,
+  headless: true,
+  ignoreDefaultArgs: ["--headless"],
+  args: [
+    "--headless=new",
+    "--no-sandbox",
+    "--enable-unsafe-webgpu",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+  viewport: { width: 1366, height: 900 },
+});
+
+let passed = 0;
+let failed = 0;
+function check(cond, what) {
+  if (cond) {
+    passed++;
+    console.log(`  ok: ${what}`);
+  } else {
+    failed++;
+    console.log(`  FAILED: ${what}`);
+  }
+}
+
+async function readState(page) {
+  return page.evaluate(() => ({
+    status: document.getElementById("status").textContent,
+    state: document.getElementById("status").dataset.state,
+    backend: document.getElementById("backend-used").textContent,
+    notice: document.getElementById("notice").hidden ? "" : document.getElementById("notice").textContent,
+    readyMs: Number(document.getElementById("stat-ready").dataset.ms || NaN),
+  }));
+}
+
+async function runBackend(backend, first) {
+  console.log(`page-test: backend ${backend}, model ${model}`);
+  const page = await context.newPage();
+  const logs = [];
+  page.on("console", (m) => logs.push(`[${m.type()}] ${m.text()}`));
+  page.on("pageerror", (e) => logs.push(`[pageerror] ${e.message}`));
+  try {
+    const url = `${base}?backend=${backend}&model=${model}`;
+    const start = Date.now();
+    await page.goto(url);
+    await page.waitForSelector("body[data-ready='1']", { timeout });
+    const s = await readState(page);
+    console.log(`  page ready after ${((Date.now() - start) / 1000).toFixed(1)} s: ${JSON.stringify(s)}`);
+    check(s.state === "ready", `the page is ready (${s.status})`);
+    const want = backend === "webgpu" ? "WebGPU" : "CPU";
+    check(s.backend === want, `backend label ${JSON.stringify(s.backend)} is ${want}`);
+
+    // Image upload.
+    await page.setInputFiles("#file-input", imagePath);
+    await page.waitForSelector("#input-status[data-state='image'], #input-status[data-state='error']", { timeout });
+    const imageState = await page.$eval("#input-status", (e) => [e.dataset.state, e.textContent]);
+    check(imageState[0] === "image", `image accepted (${imageState[1]})`);
+    const encodeMs = Number(await page.$eval("#stat-image", (e) => e.dataset.encodeMs));
+
+    // Empty sentence: a clear message, no run.
+    await page.fill("#sentence", "   ");
+    await page.press("#sentence", "Enter");
+    const emptyMsg = await page.$eval("#input-status", (e) => [e.dataset.state, e.textContent]);
+    check(emptyMsg[0] === "error" && /empty/.test(emptyMsg[1]), `empty sentence refused (${emptyMsg[1]})`);
+
+    // Sentence + Enter → mask.
+    const queries = [];
+    for (let i = 0; i < 2; i++) {
+      await page.fill("#sentence", sentence);
+      await page.press("#sentence", "Enter");
+      await page.waitForSelector("#result[data-state='done'], #result[data-state='error']", { timeout });
+      const r = await page.evaluate(() => {
+        const el = document.getElementById("result");
+        return {
+          state: el.dataset.state,
+          width: Number(el.dataset.maskWidth),
+          height: Number(el.dataset.maskHeight),
+          area: Number(el.dataset.maskArea),
+          totalMs: Number(document.getElementById("stat-query").dataset.totalMs),
+          iou: document.getElementById("stat-iou").textContent,
+          message: document.getElementById("input-status").textContent,
+        };
+      });
+      queries.push(r);
+      // Leave the "done" state so that the second run is awaited for real.
+      await page.evaluate(() => (document.getElementById("result").dataset.state = "empty"));
+    }
+    const [r1, r2] = queries;
+    check(r1.state === "done", `segmentation finished (${r1.message})`);
+    const { width, height } = await imageSize(page);
+    check(r1.width === width && r1.height === height, `mask is ${r1.width}×${r1.height}, the image's size ${width}×${height}`);
+    check(r1.area > 0, `mask is non-empty (${r1.area} px)`);
+    check(r2.state === "done" && r2.area === r1.area, `re-query on the cached encoding gives the same mask`);
+    check(await page.$eval("#download", (b) => !b.disabled), "mask download enabled");
+
+    mkdirSync(shots, { recursive: true });
+    await page.screenshot({ path: join(shots, `page-${backend}.png`), fullPage: true });
+    console.log(
+      `page-test timing ${JSON.stringify({
+        backend,
+        model,
+        time_to_ready_ms: s.readyMs,
+        encode_ms: encodeMs,
+        first_query_ms: r1.totalMs,
+        requery_ms: r2.totalMs,
+        iou: r1.iou,
+      })}`,
+    );
+
+    if (first) {
+      // Offline: the service worker serves the page, wasm and model from Cache Storage.
+      await page.waitForFunction(() => navigator.serviceWorker?.controller || navigator.serviceWorker?.ready, null, { timeout });
+      await page.evaluate(async () => {
+        await navigator.serviceWorker.ready;
+      });
+      await context.setOffline(true);
+      try {
+        await page.reload();
+        await page.waitForSelector("body[data-ready='1']", { timeout });
+        const off = await readState(page);
+        check(off.state === "ready", `reloaded offline from the service worker cache (${off.status})`);
+      } finally {
+        await context.setOffline(false);
+      }
+    }
+  } catch (err) {
+    failed++;
+    console.log(`  FAILED: ${err.message}`);
+    console.log(logs.slice(-30).join("\n"));
+    mkdirSync(shots, { recursive: true });
+    await page.screenshot({ path: join(shots, `page-${backend}-failed.png`), fullPage: true }).catch(() => {});
+  } finally {
+    await page.close();
+  }
+}
+
+async function imageSize(page) {
+  const buf = readFileSync(imagePath).toString("base64");
+  return page.evaluate(async (b64) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const bmp = await createImageBitmap(new Blob([bytes]));
+    return { width: bmp.width, height: bmp.height };
+  }, buf);
+}
+
+try {
+  for (const [i, b] of backends.entries()) await runBackend(b, i === 0);
+} finally {
+  await context.close();
+  server.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+console.log(`page-test: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
