@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model configuration (JSON; `rsrefseg config --preset browser` prints one).
+    /// Model configuration (JSON; `rsrefseg config --preset browser` prints one). Without
+    /// --config and weights, the embedded `nano` model runs.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Full-model weights (released RSRefSeg 2 state dict or native names; safetensors or .pt).
@@ -39,6 +40,20 @@ pub struct ModelArgs {
     pub tokenizer: Option<PathBuf>,
 }
 
+impl ModelArgs {
+    /// No configuration and no weights named: the model embedded in the binary (`nano`).
+    pub fn uses_embedded(&self) -> bool {
+        self.config.is_none() && self.weights.is_none() && self.siglip_weights.is_none()
+    }
+}
+
+/// The shipped `nano` model (trained on the synthetic benchmark by `tools/train-nano.sh`),
+/// built into the binary so that `rsrefseg segment` works with no files and no network.
+pub mod embedded {
+    pub const NANO_WEIGHTS: &[u8] = include_bytes!("../../../models/nano/nano.safetensors");
+    pub const NANO_TOKENIZER: &[u8] = include_bytes!("../../../models/nano/tokenizer.json");
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct TextArgs {
     /// The referring expression ("the white ship left of the pier").
@@ -52,10 +67,12 @@ pub struct TextArgs {
 /// Read and check the model configuration.
 pub fn load_config(args: &ModelArgs) -> Result<RsRefSegConfig> {
     let Some(path) = &args.config else {
+        if args.uses_embedded() {
+            return Ok(RsRefSegConfig::nano());
+        }
         bail!(
-            "no default model is embedded yet: pass --config model.json (`rsrefseg config --preset browser` \
-             prints the browser configuration) and --weights FILE (or --siglip-weights, --sam-weights and \
-             --prompter-weights)"
+            "weights were given without their configuration: pass --config model.json (`rsrefseg config \
+             --preset browser` prints the browser configuration)"
         );
     };
     let json = std::fs::read_to_string(path).with_context(|| format!("cannot read the model configuration {}", path.display()))?;
@@ -67,6 +84,13 @@ pub fn load_config(args: &ModelArgs) -> Result<RsRefSegConfig> {
 pub fn load_model<B: Backend>(args: &ModelArgs, config: &RsRefSegConfig, device: &B::Device) -> Result<RsRefSeg<B>> {
     let options = LoadOptions::default();
     let read = |p: &Path| read_tensors(p).map_err(|e| anyhow!("{e}"));
+    if args.uses_embedded() {
+        let tensors = rsrefseg::checkpoint::safetensors_file::read(embedded::NANO_WEIGHTS, "embedded nano.safetensors")
+            .map_err(|e| anyhow!("the embedded nano model: {e}"))?;
+        let (model, _) = load_rsrefseg_tensors::<B>(tensors, config, device, options)
+            .map_err(|e| anyhow!("the embedded nano model: {e}"))?;
+        return Ok(model);
+    }
     if let Some(path) = &args.weights {
         let (model, _) = load_rsrefseg_tensors::<B>(read(path)?, config, device, options)
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
@@ -137,11 +161,16 @@ pub fn tokens(text: &TextArgs, model: &ModelArgs, config: &RsRefSegConfig) -> Re
             let path = match (&model.tokenizer, &model.config) {
                 (Some(p), _) => p.clone(),
                 (None, Some(c)) => c.with_file_name("tokenizer.json"),
+                (None, None) if model.uses_embedded() => PathBuf::new(),
                 (None, None) => bail!("--text needs a tokenizer: pass --tokenizer tokenizer.json or use --token-ids"),
             };
-            let json = std::fs::read(&path).with_context(|| {
-                format!("cannot read the tokenizer {} (pass --tokenizer, or --token-ids instead of --text)", path.display())
-            })?;
+            let json = if path.as_os_str().is_empty() {
+                embedded::NANO_TOKENIZER.to_vec()
+            } else {
+                std::fs::read(&path).with_context(|| {
+                    format!("cannot read the tokenizer {} (pass --tokenizer, or --token-ids instead of --text)", path.display())
+                })?
+            };
             let tokenizer = TextTokenizer::from_bytes(&json, config.tokenizer.clone()).map_err(|e| anyhow!("{e}"))?;
             let batch = tokenizer.encode_batch(&[sentence.as_str()]).map_err(|e| anyhow!("{e}"))?;
             let to_i64 = |v: &Vec<u32>| v.iter().map(|&x| x as i64).collect::<Vec<_>>();

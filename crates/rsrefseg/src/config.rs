@@ -102,7 +102,10 @@ impl RsRefSegConfig {
             .with_mask_in_chans(8)
             .with_transformer_num_heads(4)
             .with_transformer_mlp_dim(256)
-            .with_iou_head_hidden_dim(64);
+            .with_iou_head_hidden_dim(64)
+            // Trained from scratch with the single-mask output only: the multimask tokens the
+            // stability fallback would switch to are never trained, so the fallback is off.
+            .with_dynamic_multimask_via_stability(false);
         let mut c = Self::assemble(siglip, sam);
         c.prompter = c.prompter.with_num_heads(4).with_internal_dim(64).with_mlp_dim(128);
         c.tokenizer = TokenizerConfig {
