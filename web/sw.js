@@ -2,7 +2,8 @@
 //
 // - On install it caches the app shell: index.html and every same-origin file it links (trunk's
 //   hashed CSS included), the worker, the wasm, the samples and the embedded model bundle.
-// - Model bundles (*.rsb) are served cache-first (they are large and change only with a new build);
+// - Model bundles (*.rsb) are served cache-first (they are large), refreshed in the background when
+//   the server's copy has other headers (a new build);
 //   everything else network-first with the cache as the offline fallback, so a rebuilt page is
 //   picked up as soon as the network is there.
 // Bump VERSION to drop old caches.
@@ -79,10 +80,29 @@ self.addEventListener("fetch", (event) => {
 async function cacheFirst(event, req) {
   const cache = await caches.open(VERSION);
   const hit = await cache.match(req, { ignoreSearch: true });
-  if (hit) return hit;
+  if (hit) {
+    // A rebuilt page may ship another bundle under the same name: check its headers in the
+    // background (HEAD) and refresh the cached copy for the next visit when they changed.
+    event.waitUntil(refreshIfChanged(cache, req, hit));
+    return hit;
+  }
   const resp = await fetch(req);
   if (resp.ok) event.waitUntil(cache.put(req, resp.clone()));
   return resp;
+}
+
+async function refreshIfChanged(cache, req, cached) {
+  try {
+    const head = await fetch(req.url, { method: "HEAD", cache: "no-cache" });
+    if (!head.ok) return;
+    const key = (r) => ["etag", "last-modified", "content-length"].map((h) => r.headers.get(h) || "").join("|");
+    if (key(head) !== key(cached)) {
+      const resp = await fetch(req.url, { cache: "no-cache" });
+      if (resp.ok) await cache.put(req, resp);
+    }
+  } catch {
+    // offline: keep the cached bundle
+  }
 }
 
 async function networkFirst(event, req) {

@@ -30,6 +30,8 @@ pub struct Segmenter<B: Backend> {
     pub tokenizer: TextTokenizer,
     /// SAM input side S (the pre-processing target).
     pub image_size: usize,
+    /// Tokenizer ids → rows of a pruned token table (bundles exported with a vocabulary corpus).
+    pub id_map: Option<crate::bundle::IdMap>,
     pub device: B::Device,
 }
 
@@ -193,7 +195,11 @@ impl<B: Backend> Segmenter<B> {
         let tokens = self.tokenizer.encode_batch(&[text]).map_err(|e| e.to_string())?;
         let token_ids = tokens.input_ids[0].clone();
         let l = token_ids.len();
-        let ids: Vec<i64> = token_ids.iter().map(|&i| i as i64).collect();
+        let rows = match &self.id_map {
+            Some(map) => map(&token_ids),
+            None => token_ids.clone(),
+        };
+        let ids: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
         let mask: Vec<i64> = tokens.attention_mask[0].iter().map(|&m| m as i64).collect();
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, l]), &self.device);
         let mask = Tensor::<B, 2, Int>::from_data(TensorData::new(mask, [1, l]), &self.device);

@@ -11,6 +11,7 @@ use burn::backend::NdArray;
 use rsrefseg::checkpoint::{param_specs, HostTensor, TensorMap};
 use rsrefseg::config::RsRefSegConfig;
 use rsrefseg::pre::RgbImage;
+use std::collections::BTreeSet;
 
 /// The configuration of the synthetic model: the `nano` preset.
 pub fn config() -> RsRefSegConfig {
@@ -22,23 +23,29 @@ pub fn tokenizer_json() -> String {
     rsrefseg::synth::tokenizer::tokenizer_json()
 }
 
-/// Generated weights for every parameter of `config`'s model, in canonical names.
-pub fn tensors(config: &RsRefSegConfig, seed: u64) -> Result<TensorMap, String> {
+/// Generated weights for every parameter of `config`'s model, in canonical names, and the names
+/// of the `Linear` weights among them.
+pub fn tensors(config: &RsRefSegConfig, seed: u64) -> Result<(TensorMap, BTreeSet<String>), String> {
     // Only the parameter names and shapes are taken from this instance.
     let model = config.init::<NdArray>(&NdArrayDevice::Cpu)?;
     let mut out = TensorMap::new();
+    let mut linear = BTreeSet::new();
     for spec in param_specs::<NdArray, _>(&model) {
         let data = values(&spec.name, &spec.shape, seed);
+        if spec.transposed {
+            linear.insert(spec.name.clone());
+        }
         out.insert(spec.name, HostTensor::new(spec.shape, data));
     }
-    Ok(out)
+    Ok((out, linear))
 }
 
-/// A development bundle ([`crate::bundle::dev_bundle_bytes`]) of the synthetic nano model.
+/// A model bundle (the `.rsb` format of `rsrefseg export-web`, default options: `Linear` weights
+/// q8 in blocks of 32) of the synthetic nano model.
 pub fn bundle_bytes(seed: u64) -> Result<Vec<u8>, String> {
     let config = config();
-    let tensors = tensors(&config, seed)?;
-    Ok(crate::bundle::dev_bundle_bytes(&config, &tokenizer_json(), &tensors))
+    let (tensors, linear) = tensors(&config, seed)?;
+    crate::bundle::bundle_bytes(&config, &tokenizer_json(), tensors, linear)
 }
 
 /// Values of one parameter: norm weights and running variances near 1, biases and running

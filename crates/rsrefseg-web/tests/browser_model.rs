@@ -143,6 +143,17 @@ async fn exported_api_and_its_errors() {
         out
     };
     assert_eq!(rsrefseg_web::init("cpu".into()).await.unwrap(), "cpu");
+    // Not a bundle, an empty file, a truncated bundle: clear errors.
+    let e = err_text(rsrefseg_web::load_model(b"not a model bundle at all".to_vec()).await.unwrap_err());
+    assert!(e.contains("not an rsrefseg model bundle"), "{e}");
+    let e = err_text(rsrefseg_web::load_model(Vec::new()).await.unwrap_err());
+    assert!(e.contains("empty"), "{e}");
+    let bundle = synthetic::bundle_bytes(TEST_SEED).unwrap();
+    let e = err_text(rsrefseg_web::load_model(bundle[..bundle.len() / 2].to_vec()).await.unwrap_err());
+    assert!(e.contains("truncated") || e.contains("invalid"), "{e}");
+    assert!(!rsrefseg_web::model_loaded());
+    let info = rsrefseg_web::load_model(bundle).await.unwrap();
+    assert!(get(&info, "summary").as_string().unwrap().contains("q8"), "{:?}", get(&info, "summary"));
     let info = rsrefseg_web::load_synthetic_model(None).await.unwrap();
     assert_eq!(get(&info, "backend"), "cpu");
     assert_eq!(get(&info, "imageSize").as_f64(), Some(256.0));
