@@ -205,13 +205,21 @@ fn segment_writes_mask_overlay_heatmap_and_summary() {
 }
 
 #[test]
-fn segment_without_a_model_says_what_to_pass() {
+fn segment_without_a_model_runs_the_embedded_nano() {
     let dir = scratch("segment-nomodel");
     let (png, _, _, _) = fixture_inputs(&dir);
-    let out = rsrefseg(&["segment", "--image", png.to_str().unwrap(), "--text", "the ship"]);
+    let out_dir = dir.join("out");
+    let out = rsrefseg(&["segment", "--image", png.to_str().unwrap(), "--text", "the largest ship", "--out-dir", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mask = image::open(out_dir.join("mask.png")).unwrap();
+    let input = image::open(&png).unwrap();
+    assert_eq!((mask.width(), mask.height()), (input.width(), input.height()));
+    // Weights without their configuration are an error that says what to pass.
+    let weights = reference("full_model.safetensors");
+    let out = rsrefseg(&["segment", "--weights", weights.to_str().unwrap(), "--image", png.to_str().unwrap(), "--text", "the ship"]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("--config") && stderr.contains("--weights"), "{stderr}");
+    assert!(stderr.contains("--config"), "{stderr}");
 }
 
 #[test]

@@ -60,10 +60,12 @@ fn conv_merge_equals_unmerged_forward() {
     let x = Tensor::<B, 4>::random([2, 5, 3, 4], Distribution::Normal(0.0, 1.0), &dev());
     let expected = base.forward(x.clone());
     let layer: LoraConv2d<B> = base.clone().into();
-    assert_eq!(max_diff(layer.forward(x.clone()), expected), 0.0, "no adapter: plain Conv2d");
+    // Same convolution, computed as one matmul (rsrefseg::nn::conv): equal up to summation order.
+    assert!(max_diff(layer.forward(x.clone()), expected) <= 1e-6, "no adapter: plain Conv2d");
 
     let mut layer = layer.attach(3, 6.0, &dev());
-    assert!(max_diff(layer.forward(x.clone()), base.forward(x.clone())) < 1e-7);
+    // lora_B starts at zero: the adapter adds nothing yet.
+    assert!(max_diff(layer.forward(x.clone()), base.forward(x.clone())) <= 1e-6);
     layer.lora_B.as_mut().unwrap().weight =
         Param::from_tensor(Tensor::random([7, 3, 1, 1], Distribution::Normal(0.0, 0.5), &dev()));
     let unmerged = layer.forward(x.clone());
