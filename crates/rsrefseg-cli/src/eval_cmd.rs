@@ -2,8 +2,9 @@
 //! predictions at the original image size) and report gIoU, cIoU, Pr@X, per-category and
 //! per-tag results. [`evaluate`] is shared with the validation passes of `rsrefseg train`.
 
+use crate::backend::{dispatch, BackendArgs, BackendJob};
 use anyhow::{anyhow, bail, Context, Result};
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
 use rsrefseg::checkpoint::{read_tensors, LoadOptions};
@@ -48,6 +49,8 @@ pub struct EvalArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,12 +165,15 @@ pub fn evaluate<B: Backend>(
         let (ids, mask) = token_tensors::<B>(tokenizer, config, &[item.sentence.as_str()], device)?;
         let out = model.forward(x, ids, Some(mask), false);
         let logits = logits_at_original_size(out.mask_logits, item.geometry);
+        // Through an integer tensor: the bool storage differs between backends.
         let pred: Vec<u8> = binary_mask(logits)
+            .int()
             .into_data()
-            .to_vec::<bool>()
+            .convert::<i32>()
+            .into_vec::<i32>()
             .map_err(|e| anyhow!("{e:?}"))?
             .into_iter()
-            .map(u8::from)
+            .map(|v| u8::from(v != 0))
             .collect();
         let category = item.category.as_deref();
         overall.add(&pred, &item.gt, category).map_err(|e| anyhow!("sample {i}: {e}"))?;
@@ -228,9 +234,22 @@ impl EvalResult {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    type B = burn::backend::NdArray<f32>;
     crate::configure_threads(args.threads)?;
-    let device = Default::default();
+    let BackendArgs { backend, precision } = args.backend.clone();
+    dispatch(backend, precision, None, Eval(args))
+}
+
+struct Eval(EvalArgs);
+
+impl BackendJob for Eval {
+    type Output = ();
+    fn run<AB: AutodiffBackend>(self, devices: Vec<AB::Device>) -> Result<()> {
+        eval::<AB::InnerBackend>(self.0, &devices[0])
+    }
+}
+
+fn eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
+    let device = device.clone();
     let mut config = resolve_config(&args.config)?;
     if let Some(f) = args.stability_fallback {
         config.sam.dynamic_multimask_via_stability = f == OnOff::On;

@@ -6,6 +6,7 @@
 //!   heat map and a JSON summary;
 //! - `synth`: write the synthetic benchmark (images + train/val/test JSONL with RLE masks).
 
+mod backend;
 mod bench;
 mod eval_cmd;
 mod export_cmd;

@@ -1,10 +1,12 @@
 //! `rsrefseg segment`: the mask of the object a sentence refers to, as image files and a JSON
 //! summary.
 
+use crate::backend::{dispatch, BackendArgs, BackendJob};
 use crate::model_files::{self, ModelArgs, TextArgs};
 use crate::pipeline;
 use anyhow::{Context, Result};
 use burn::tensor::activation::sigmoid;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use rsrefseg::checkpoint::HostTensor;
 use rsrefseg::post::logits_at_original_size;
 use rsrefseg::pre::RgbImage;
@@ -24,11 +26,26 @@ pub struct SegmentArgs {
     /// Where `mask.png`, `overlay.png`, `heatmap.png` and `result.json` are written.
     #[arg(long, default_value = "rsrefseg-out")]
     pub out_dir: PathBuf,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 pub fn run(args: SegmentArgs) -> Result<()> {
-    type B = burn::backend::NdArray<f32>;
-    let device = Default::default();
+    let BackendArgs { backend, precision } = args.backend.clone();
+    dispatch(backend, precision, None, Segment(args))
+}
+
+struct Segment(SegmentArgs);
+
+impl BackendJob for Segment {
+    type Output = ();
+    fn run<AB: AutodiffBackend>(self, devices: Vec<AB::Device>) -> Result<()> {
+        segment::<AB::InnerBackend>(self.0, &devices[0])
+    }
+}
+
+fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
+    let device = device.clone();
     let start = Instant::now();
     // The image is checked first and the weights last, so that bad inputs fail fast.
     let img = model_files::read_image(&args.image)?;

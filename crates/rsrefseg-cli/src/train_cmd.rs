@@ -1,5 +1,6 @@
 //! `rsrefseg train`: the released training recipe (reference §6–§7) on a JSONL dataset as
-//! `rsrefseg synth` writes it, on the CPU (Autodiff<NdArray>).
+//! `rsrefseg synth` writes it, on any autodiff backend `--backend` / `--precision` select
+//! (`Autodiff<NdArray>` on the CPU by default), optionally data-parallel over `--devices`.
 //!
 //! A run directory holds `config.json` (the model), `train_config.json` (every option),
 //! `tokenizer.json` (a copy, so that `rsrefseg eval --config RUN/config.json` finds it),
@@ -11,11 +12,12 @@
 //! number of batches consumed, so a resumed run sees exactly the batches an uninterrupted one
 //! would.
 
+pub use crate::backend::{BackendKind, Precision};
+use crate::backend::{dispatch, BackendJob};
 use crate::eval_cmd::{evaluate, load_tokenizer, resolve_config, token_tensors};
 use crate::plots::{line_chart, Series, PALETTE};
 use anyhow::{anyhow, bail, Context, Result};
-use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -34,9 +36,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-type Inner = burn::backend::NdArray<f32>;
-type AB = Autodiff<Inner>;
-
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct TrainArgs {
     /// Model configuration: a preset name (paper, browser, reference-dev, nano) or a model.json.
@@ -53,7 +52,8 @@ pub struct TrainArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 300)]
     pub epochs: usize,
-    /// Samples per batch (the last incomplete batch of an epoch is dropped).
+    /// Samples per batch, over all --devices together (the last incomplete batch of an epoch is
+    /// dropped).
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// Batches per optimizer step.
@@ -90,18 +90,22 @@ pub struct TrainArgs {
     /// Validate on at most N samples of val.jsonl (quick runs).
     #[arg(long)]
     pub val_limit: Option<usize>,
+    /// Compute backend: cpu (always built), wgpu or cuda (built with `--features wgpu|cuda`).
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendKind,
+    /// Float type of the whole model on GPU backends (cuda: f32, bf16, f16; wgpu: f32, f16);
+    /// the cpu backend is f32 only.
+    #[arg(long, value_enum, default_value = "f32")]
+    #[serde(default)]
+    pub precision: Precision,
+    /// Data-parallel training on these devices (e.g. `0,1`; the first holds the model and the
+    /// optimizer): each batch is split evenly over them. Default: device 0 alone.
+    #[arg(long, value_delimiter = ',')]
+    #[serde(default)]
+    pub devices: Option<Vec<usize>>,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// burn's NdArray backend with autodiff.
-    Cpu,
 }
 
 /// Options that fix the sequence of batches and updates; a resumed run must keep them.
@@ -162,14 +166,15 @@ pub fn make_batch<B: Backend>(
 }
 
 /// The inference model with any LoRA adapters merged (the exported form).
-fn export_model(model: RsRefSeg<Inner>) -> RsRefSeg<Inner> {
+fn export_model<B: Backend>(model: RsRefSeg<B>) -> RsRefSeg<B> {
     RsRefSeg { siglip: model.siglip.merge_lora(), sam: model.sam.merge_lora(), ..model }
 }
 
-/// Canonical tensors as a safetensors file, written atomically.
-fn write_safetensors(model: &RsRefSeg<Inner>, path: &Path) -> Result<()> {
+/// Canonical tensors as a safetensors file (f32 whatever the training precision), written
+/// atomically.
+fn write_safetensors<B: Backend>(model: &RsRefSeg<B>, path: &Path) -> Result<()> {
     use safetensors::tensor::{Dtype, TensorView};
-    let tensors = module_tensors::<Inner, _>(model);
+    let tensors = module_tensors::<B, _>(model);
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
         .map(|(n, t)| (n, t.shape, t.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
@@ -245,11 +250,25 @@ impl MetricsLog {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let BackendKind::Cpu = args.backend;
     crate::configure_threads(args.threads)?;
+    let (backend, precision, devices) = (args.backend, args.precision, args.devices.clone());
+    dispatch(backend, precision, devices.as_deref(), Train(args))
+}
+
+struct Train(TrainArgs);
+
+impl BackendJob for Train {
+    type Output = ();
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<()> {
+        train::<B>(self.0, devices)
+    }
+}
+
+fn train<B: AutodiffBackend>(args: TrainArgs, devices: Vec<B::Device>) -> Result<()> {
     anyhow::ensure!(args.batch_size >= 1 && args.grad_accum >= 1 && args.epochs >= 1, "--epochs, --batch-size and --grad-accum must be at least 1");
     anyhow::ensure!(args.eval_every >= 1, "--eval-every must be at least 1");
-    let device = Default::default();
+    let device = devices[0].clone();
+    let n_devices = devices.len();
     let out = &args.out;
     let ckpt = out.join("checkpoint");
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -295,11 +314,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
     // Tokenise every sentence once up front: a sentence the model cannot take fails now, not
     // hours into the run.
     for s in &train.samples {
-        token_tensors::<Inner>(&tokenizer, &config, &[s.sentence.as_str()], &device).with_context(|| s.origin.clone())?;
+        token_tensors::<B::InnerBackend>(&tokenizer, &config, &[s.sentence.as_str()], &device).with_context(|| s.origin.clone())?;
     }
     let n = train.len();
     anyhow::ensure!(n > 0, "train.jsonl has no samples");
     let batch = args.batch_size.min(n);
+    anyhow::ensure!(
+        batch.is_multiple_of(n_devices),
+        "a batch of {batch} samples does not split evenly over {n_devices} devices: make --batch-size a multiple of the number of --devices"
+    );
+    let per_device = batch / n_devices;
     let k = args.grad_accum;
     // Whole optimizer steps per epoch: accumulation never spans an epoch boundary, so every
     // epoch-end checkpoint is at a step boundary.
@@ -309,16 +333,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let total_steps = args.epochs * steps_per_epoch;
     let max_steps = args.max_steps.unwrap_or(total_steps).min(total_steps);
 
-    <AB as Backend>::seed(&device, args.seed);
+    B::seed(&device, args.seed);
     let lora = args.lora.then(LoraConfig::reference);
     let model = match &args.init {
         Some(path) => {
             let tensors = read_tensors(path).map_err(|e| anyhow!("{e}"))?;
-            let (m, _) = load_rsrefseg_tensors::<AB>(tensors, &config, &device, LoadOptions::default())
+            let (m, _) = load_rsrefseg_tensors::<B>(tensors, &config, &device, LoadOptions::default())
                 .map_err(|e| anyhow!("{}: {e}", path.display()))?;
             TrainModel::from_model(m, lora.as_ref(), &device)
         }
-        None => TrainModel::<AB>::new(&config, lora.as_ref(), &device).map_err(anyhow::Error::msg)?,
+        None => TrainModel::<B>::new(&config, lora.as_ref(), &device).map_err(anyhow::Error::msg)?,
     };
     let schedule = ScheduleConfig { base_lr: args.lr, warmup_epochs: args.warmup_epochs, ..ScheduleConfig::released() };
     let mut trainer = Trainer::new(
@@ -330,7 +354,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         steps_per_epoch,
         args.epochs,
         &device,
-    );
+    )
+    .with_devices(devices.clone());
     if args.resume {
         trainer = trainer.resume(&ckpt).map_err(|e| anyhow!("{e}"))?;
     }
@@ -349,8 +374,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
          {} epochs; starting at step {}",
         args.epochs, trainer.state.step
     );
+    if n_devices > 1 || args.backend != BackendKind::Cpu {
+        eprintln!(
+            "backend {} ({}), {n_devices} device(s) {devices:?}, {per_device} samples per device and batch",
+            args.backend.name(),
+            args.precision.name()
+        );
+    }
 
-    let save = |trainer: &Trainer<AB>| -> Result<()> { trainer.save(&ckpt).map_err(|e| anyhow!("{e}")) };
+    let save = |trainer: &Trainer<B>| -> Result<()> { trainer.save(&ckpt).map_err(|e| anyhow!("{e}")) };
     let mut epoch = trainer.state.micro_step / batches_per_epoch;
     let mut offset = trainer.state.micro_step % batches_per_epoch;
     let mut step_start = Instant::now();
@@ -368,8 +400,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 .map(|&i| train.get(i))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| anyhow!("{e}"))?;
-            let b = make_batch::<AB>(&items, &tokenizer, &config, size, &device)?;
-            match trainer.train_batch(&b) {
+            // One shard per device, each tokenised (padded) on its own as a batch of its own.
+            let shards = items
+                .chunks(per_device)
+                .zip(&devices)
+                .map(|(items, d)| make_batch::<B>(items, &tokenizer, &config, size, d))
+                .collect::<Result<Vec<_>>>()?;
+            match trainer.train_shards(shards) {
                 Err(e @ TrainError::NonFinite { .. }) => {
                     pb.abandon();
                     log.plots(&plots_dir).ok();
@@ -428,12 +465,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
 /// Validation pass: log the metrics, keep the best model by validation gIoU.
 #[allow(clippy::too_many_arguments)]
-fn validate(
-    trainer: &mut Trainer<AB>,
+fn validate<B: AutodiffBackend>(
+    trainer: &mut Trainer<B>,
     config: &RsRefSegConfig,
     val: &RefDataset,
     tokenizer: &TextTokenizer,
-    device: &burn::backend::ndarray::NdArrayDevice,
+    device: &B::Device,
     args: &TrainArgs,
     log: &mut MetricsLog,
     pb: &ProgressBar,

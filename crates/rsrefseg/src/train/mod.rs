@@ -1,8 +1,10 @@
 //! Training: the released recipe (AdamW, weight decay 0.05, global-norm clipping 3.0, warm-up
-//! then truncated cosine), resumable runs with atomic checkpoints.
+//! then truncated cosine), resumable runs with atomic checkpoints, data-parallel steps over
+//! several devices.
 
 pub mod checkpoint_io;
 pub mod clip;
+pub mod data_parallel;
 pub mod schedule;
 pub mod step;
 pub mod trainer;

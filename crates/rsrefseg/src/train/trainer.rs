@@ -1,8 +1,10 @@
 //! The training loop's state machine: steps with gradient accumulation, the learning-rate
-//! schedule, checkpoints (atomic, resumable) and the guard against non-finite losses.
+//! schedule, checkpoints (atomic, resumable), the guard against non-finite losses and
+//! data-parallel steps over several devices ([`super::data_parallel`]).
 
 use super::checkpoint_io::write_atomic;
 use super::clip::clip_global_norm;
+use super::data_parallel::{materialize, shard_step, DataParallel, ShardOutput};
 use super::schedule::ScheduleConfig;
 use super::step::{Batch, TrainModel};
 use crate::loss::{LossWeights, RefSegLoss};
@@ -11,7 +13,6 @@ use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::ElementConversion;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -66,6 +67,8 @@ pub enum TrainError {
     NonFinite { value: f64, step: usize, epoch: usize },
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: String, message: String },
+    #[error("the training worker on device {device} stopped (its panic message is above); the last checkpoint is kept")]
+    Device { device: String },
 }
 
 type Optim<B> = OptimizerAdaptor<AdamW, TrainModel<B>, B>;
@@ -82,13 +85,12 @@ pub struct Trainer<B: AutodiffBackend> {
     pub epochs: usize,
     pub state: TrainState,
     accumulator: GradientsAccumulator<TrainModel<B>>,
+    /// Loss values of the shards accumulated towards the next step (devices × batches).
     pending: Vec<[f64; 5]>,
+    /// The main device: model, optimizer state and summed gradients.
     device: B::Device,
-}
-
-fn scalar<B: burn::tensor::backend::Backend>(t: burn::tensor::Tensor<B, 1>) -> f64 {
-    let v: f32 = t.into_scalar().elem();
-    v as f64
+    /// Worker threads when training on more than one device.
+    parallel: Option<DataParallel<B>>,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -122,35 +124,74 @@ impl<B: AutodiffBackend> Trainer<B> {
             accumulator: GradientsAccumulator::new(),
             pending: Vec::new(),
             device: device.clone(),
+            parallel: None,
         }
+    }
+
+    /// Train data-parallel on `devices` (see [`super::data_parallel`]); the first one is the main
+    /// device and must be the device the model was created on. Several devices: the model's
+    /// lazily initialised parameters are drawn now (in visiting order, so a seeded model starts
+    /// from other weights than a single-device one, which draws them in the order of the first
+    /// forward pass). One device: the plain single-device loop (no worker threads, nothing
+    /// drawn early). Panics if `devices` is empty.
+    pub fn with_devices(mut self, devices: Vec<B::Device>) -> Self {
+        assert!(!devices.is_empty(), "training needs at least one device");
+        self.device = devices[0].clone();
+        if devices.len() > 1 {
+            materialize(&self.model);
+            self.parallel = Some(DataParallel::new(devices));
+        } else {
+            self.parallel = None;
+        }
+        self
+    }
+
+    /// The devices a batch is split over, the main device first.
+    pub fn devices(&self) -> Vec<B::Device> {
+        match &self.parallel {
+            Some(p) => p.devices().to_vec(),
+            None => vec![self.device.clone()],
+        }
+    }
+
+    pub fn num_devices(&self) -> usize {
+        self.parallel.as_ref().map_or(1, |p| p.devices().len())
     }
 
     pub fn lr(&self) -> f64 {
         self.schedule.lr_at(self.state.step, self.steps_per_epoch, self.epochs)
     }
 
-    /// Forward + backward of one batch; every `grad_accum` batches the optimizer steps and a
-    /// report is returned. A non-finite loss stops before touching the weights.
+    /// Forward + backward of one batch on a single-device trainer; every `grad_accum` batches
+    /// the optimizer steps and a report is returned. A non-finite loss stops before touching the
+    /// weights. With several devices use [`Self::train_shards`].
     pub fn train_batch(&mut self, batch: &Batch<B>) -> Result<Option<StepReport>, TrainError> {
-        let terms = self.model.loss(batch, &self.loss);
-        let total = scalar(terms.total.clone().inner());
-        if !total.is_finite() {
-            return Err(TrainError::NonFinite { value: total, step: self.state.step, epoch: self.state.epoch });
+        self.train_shards(vec![batch.clone()])
+    }
+
+    /// One batch given as one shard per device ([`Self::devices`] order, each shard on its
+    /// device): forward + backward of every shard at once, gradients summed on the main device.
+    /// Every `grad_accum` batches the optimizer steps and a report is returned (losses averaged
+    /// over all shards of the step). Panics if the number of shards is not the number of devices.
+    pub fn train_shards(&mut self, shards: Vec<Batch<B>>) -> Result<Option<StepReport>, TrainError> {
+        let n = self.num_devices();
+        assert_eq!(shards.len(), n, "one shard per device");
+        // Average over the accumulated batches and the devices, as a larger batch would.
+        let divisor = (self.grad_accum * n) as f64;
+        let outputs: Vec<ShardOutput> = match &self.parallel {
+            None => shards.iter().map(|b| shard_step(&self.model, b, &self.loss, divisor)).collect(),
+            Some(p) => p.run(&self.model, &self.loss, shards, divisor).map_err(|device| TrainError::Device { device })?,
+        };
+        if let Some(bad) = outputs.iter().find(|o| o.grads.is_none()) {
+            return Err(TrainError::NonFinite { value: bad.values[4], step: self.state.step, epoch: self.state.epoch });
         }
-        let values = [
-            scalar(terms.bce.clone().inner()),
-            scalar(terms.dice.clone().inner()),
-            scalar(terms.ortho.clone().inner()),
-            scalar(terms.contrastive.clone().inner()),
-            total,
-        ];
-        // Average over the accumulated batches, as a larger batch would.
-        let grads = (terms.total / self.grad_accum as f64).backward();
-        let grads = GradientsParams::from_grads(grads, &self.model);
-        self.accumulator.accumulate(&self.model, grads);
-        self.pending.push(values);
+        for out in outputs {
+            let grads: GradientsParams = out.grads.expect("finite loss");
+            self.accumulator.accumulate(&self.model, grads);
+            self.pending.push(out.values);
+        }
         self.state.micro_step += 1;
-        if self.pending.len() < self.grad_accum {
+        if self.pending.len() < self.grad_accum * n {
             return Ok(None);
         }
         let mut grads = self.accumulator.grads();
