@@ -114,25 +114,12 @@ fn sequence_key(a: &TrainArgs) -> serde_json::Value {
            "warmup_epochs": a.warmup_epochs, "seed": a.seed, "lora": a.lora})
 }
 
-/// SplitMix64: a tiny, stable generator (the order must never change between versions).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 /// The sample order of `epoch`: a Fisher–Yates shuffle seeded by (seed, epoch).
 pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut rng = SplitMix(seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0x5EED);
+    let mut rng = rsrefseg::train::SplitMix64(seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0x5EED);
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        let j = (rng.next() % (i as u64 + 1)) as usize;
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
         order.swap(i, j);
     }
     order

@@ -10,6 +10,8 @@ use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::NdArray;
 use rsrefseg::checkpoint::{param_specs, HostTensor, TensorMap};
 use rsrefseg::config::RsRefSegConfig;
+use rsrefseg::export::quantize::fnv1a64;
+use rsrefseg::train::SplitMix64;
 use rsrefseg::pre::RgbImage;
 use std::collections::BTreeSet;
 
@@ -54,7 +56,7 @@ pub fn bundle_bytes(seed: u64) -> Result<Vec<u8>, String> {
 /// 1 / fan-in (fan-in = product of the trailing dimensions of the PyTorch-layout shape).
 fn values(name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
     let n: usize = shape.iter().product();
-    let mut rng = SplitMix64(fnv1a(name.as_bytes()) ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = SplitMix64(fnv1a64(name.as_bytes()) ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let leaf = name.rsplit('.').next().unwrap_or(name);
     let (offset, scale) = match leaf {
         "logit_scale" => (2.3, 0.0),
@@ -67,28 +69,12 @@ fn values(name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
             (0.0, (3.0 / fan_in.max(1) as f64).sqrt())
         }
     };
-    (0..n).map(|_| (offset + scale * rng.uniform()) as f32).collect()
+    (0..n).map(|_| (offset + scale * uniform(&mut rng)) as f32).collect()
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
+/// Uniform in [-1, 1).
+fn uniform(rng: &mut SplitMix64) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
 }
 
 /// The fixed test scene: `height × width` pixels, a bright square on a darker textured ground

@@ -6,9 +6,11 @@ pub mod checkpoint_io;
 pub mod clip;
 pub mod data_parallel;
 pub mod schedule;
+pub mod split_mix;
 pub mod step;
 pub mod trainer;
 
 pub use schedule::ScheduleConfig;
+pub use split_mix::SplitMix64;
 pub use step::{Batch, TrainModel};
 pub use trainer::{OptimConfig, StepReport, TrainError, TrainState, Trainer};
