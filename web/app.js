@@ -335,6 +335,8 @@ async function runSegment() {
     state.result = r;
     drawMask(r.mask, r.width, r.height);
     drawHeat(r.heat, r.heatWidth, r.heatHeight);
+    $("heat-range").textContent =
+      r.heatMax > r.heatMin ? `dark ${prob(r.heatMin)} → bright ${prob(r.heatMax)}` : "flat map";
     const t = r.timings;
     $("stat-iou").textContent = r.iou.toFixed(3);
     const pct = ((100 * r.area) / (r.width * r.height)).toFixed(1);
@@ -347,7 +349,7 @@ async function runSegment() {
     res.dataset.maskHeight = r.height;
     res.dataset.maskArea = r.area;
     res.dataset.state = "done";
-    inputStatus(`“${text}”: predicted IoU ${r.iou.toFixed(3)}.`, "image");
+    inputStatus(`“${text}”: predicted IoU ${r.iou.toFixed(3)}.${r.note ? " " + r.note : ""}`, "image");
   } catch (err) {
     $("result").dataset.state = "error";
     inputStatus(err.message, "error");
@@ -375,6 +377,11 @@ function drawMask(mask, w, h) {
   out.clearRect(0, 0, canvas.width, canvas.height);
   out.imageSmoothingEnabled = false;
   out.drawImage(tmp, 0, 0, canvas.width, canvas.height);
+}
+
+/** A probability for display: fixed-point when readable, otherwise scientific (1.2e-4). */
+function prob(p) {
+  return p >= 0.01 || p === 0 ? p.toFixed(3) : p.toExponential(1);
 }
 
 /** A small "inferno"-like colour ramp for the heat map. */

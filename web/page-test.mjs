@@ -176,6 +176,18 @@ async function runBackend(backend, first) {
     check(r1.area > 0, `mask is non-empty (${r1.area} px)`);
     check(r2.state === "done" && r2.area === r1.area, `re-query on the cached encoding gives the same mask`);
     check(await page.$eval("#download", (b) => !b.disabled), "mask download enabled");
+    // The heat map is stretched over its own range: it spans dark to bright, not a black square.
+    const heat = await page.$eval("#heat-canvas", (c) => {
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let lo = 765, hi = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        const v = d[i] + d[i + 1] + d[i + 2];
+        lo = Math.min(lo, v);
+        hi = Math.max(hi, v);
+      }
+      return { lo, hi, range: document.getElementById("heat-range").textContent };
+    });
+    check(heat.hi - heat.lo > 600, `heat map spans dark to bright (${heat.lo}..${heat.hi} of 0..765; ${heat.range})`);
 
     mkdirSync(shots, { recursive: true });
     await page.screenshot({ path: join(shots, `page-${backend}.png`), fullPage: true });

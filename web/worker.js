@@ -9,8 +9,9 @@
 //   op "loadSynthetic" args {seed?}                      → model info
 //   op "setImage"      args {bytes: ArrayBuffer}         → {width, height, backend, timings}
 //   op "segment"       args {text}                       → {width, height, mask, heatWidth,
-//                                                          heatHeight, heat, iou, area, tokens,
-//                                                          backend, timings}
+//                                                          heatHeight, heat, heatMin, heatMax,
+//                                                          iou, area, tokens, note, backend,
+//                                                          timings}
 // Worker → page:
 //   {type: "result", id, ok: true, result} | {type: "result", id, ok: false, error}
 //   {type: "progress", id, loaded, total}       (download of loadModelUrl; total 0 = unknown)

@@ -18,10 +18,11 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model configuration (JSON; `rsrefseg config --preset browser` prints one). Without
-    /// --config and weights, the embedded `nano` model runs.
+    /// Model configuration: a preset name (paper, browser, reference-dev, nano) or a model.json
+    /// (`rsrefseg config --preset browser` prints one). Without --config and weights, the
+    /// embedded `nano` model runs.
     #[arg(long)]
-    pub config: Option<PathBuf>,
+    pub config: Option<String>,
     /// Full-model weights (released RSRefSeg 2 state dict or native names; safetensors or .pt).
     #[arg(long)]
     pub weights: Option<PathBuf>,
@@ -66,7 +67,7 @@ pub struct TextArgs {
 
 /// Read and check the model configuration.
 pub fn load_config(args: &ModelArgs) -> Result<RsRefSegConfig> {
-    let Some(path) = &args.config else {
+    let Some(spec) = &args.config else {
         if args.uses_embedded() {
             return Ok(RsRefSegConfig::nano());
         }
@@ -75,8 +76,7 @@ pub fn load_config(args: &ModelArgs) -> Result<RsRefSegConfig> {
              --preset browser` prints the browser configuration)"
         );
     };
-    let json = std::fs::read_to_string(path).with_context(|| format!("cannot read the model configuration {}", path.display()))?;
-    RsRefSegConfig::from_json(&json).map_err(|e| anyhow!("{}: {e}", path.display()))
+    crate::eval_cmd::resolve_config(spec)
 }
 
 /// Build the model from the weights named in `args` (strict: every parameter filled, every
@@ -160,7 +160,10 @@ pub fn tokens(text: &TextArgs, model: &ModelArgs, config: &RsRefSegConfig) -> Re
         (Some(sentence), None) => {
             let path = match (&model.tokenizer, &model.config) {
                 (Some(p), _) => p.clone(),
-                (None, Some(c)) => c.with_file_name("tokenizer.json"),
+                // The nano preset's tokenizer is the embedded one (the synthetic grammar's words).
+                (None, Some(c)) if c.eq_ignore_ascii_case("nano") => PathBuf::new(),
+                (None, Some(c)) if Path::new(c).is_file() => Path::new(c).with_file_name("tokenizer.json"),
+                (None, Some(c)) => bail!("--config {c} is a preset: pass --tokenizer tokenizer.json (or --token-ids)"),
                 (None, None) if model.uses_embedded() => PathBuf::new(),
                 (None, None) => bail!("--text needs a tokenizer: pass --tokenizer tokenizer.json or use --token-ids"),
             };

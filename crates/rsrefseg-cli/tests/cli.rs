@@ -249,3 +249,78 @@ fn segment_rejects_bad_text() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("at most 16 are supported"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn bench_pipeline_runs_the_given_model_and_reports_every_stage() {
+    let dir = scratch("bench-pipeline");
+    let (png, ids, config, io) = fixture_inputs(&dir);
+    let weights = reference("full_model.safetensors");
+    let json = dir.join("pipeline.json");
+    let out = rsrefseg(&[
+        "bench", "--pipeline", "--config", config.to_str().unwrap(), "--weights", weights.to_str().unwrap(),
+        "--image", png.to_str().unwrap(), "--token-ids", &ids, "--reps", "2", "--warmup", "0", "--threads", "1",
+        "--json", json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["impl"], "rsrefseg");
+    assert_eq!(r["mode"], "pipeline");
+    for stage in ["preprocess", "siglip_vision", "hiera_fpn", "siglip_text", "prompter", "decoder", "postprocess"] {
+        let m = &r["stages_ms"][stage];
+        assert!(m["median"].as_f64().unwrap() >= m["min"].as_f64().unwrap(), "{stage}: {m}");
+    }
+    assert!(r["full_ms"]["median"].as_f64().unwrap() > 0.0 && r["requery_ms"]["median"].as_f64().unwrap() > 0.0);
+    // The timed pipeline computes the model's real answer: the reference fixture's mask and IoU.
+    let (_, expected) = &io["final_mask"];
+    let expected_pixels = expected.iter().filter(|&&v| v > 0.5).count();
+    let area = r["mask_area"].as_u64().unwrap() as usize;
+    assert!(area.abs_diff(expected_pixels) <= 2, "{area} vs {expected_pixels}");
+    let iou = r["iou_pred"].as_f64().unwrap();
+    assert!((iou - io["dec_selected_iou"].1[0] as f64).abs() < 1e-4, "{iou}");
+    let mask = image::open(r["mask_png"].as_str().unwrap()).unwrap().to_luma8();
+    assert_eq!(mask.pixels().filter(|p| p.0[0] > 127).count(), area);
+    assert_eq!(r["weights_bytes"].as_u64().unwrap() % 4, 0);
+}
+
+#[test]
+fn bench_train_step_times_forward_backward_and_optimizer() {
+    let dir = scratch("bench-train-step");
+    let json = dir.join("train.json");
+    let out = rsrefseg(&[
+        "bench", "--train-step", "--config", "reference-dev", "--batch-size", "2", "--reps", "1", "--warmup", "0",
+        "--threads", "1", "--json", json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["mode"], "train_step");
+    assert_eq!(r["batch_size"], 2);
+    let phase = |k: &str| r[k]["median"].as_f64().unwrap();
+    assert!(phase("forward_ms") > 0.0 && phase("backward_ms") > 0.0 && phase("optimizer_ms") > 0.0);
+    assert!(phase("step_ms") >= phase("forward_ms") + phase("backward_ms"));
+    // Every parameter of the preset is trained (the reference fixture's model has ≈ 1 M).
+    assert!(r["trainable_params"].as_u64().unwrap() > 500_000);
+}
+
+#[test]
+fn segment_accepts_the_nano_preset_with_its_embedded_tokenizer() {
+    let dir = scratch("segment-nano-preset");
+    let (png, _, _, _) = fixture_inputs(&dir);
+    let weights = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/nano/nano.safetensors");
+    let out_dir = dir.join("out");
+    let out = rsrefseg(&[
+        "segment", "--config", "nano", "--weights", weights.to_str().unwrap(), "--image", png.to_str().unwrap(),
+        "--text", "the largest ship", "--out-dir", out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Same answer as the embedded model (the same weights).
+    let embedded_dir = dir.join("embedded");
+    let out = rsrefseg(&["segment", "--image", png.to_str().unwrap(), "--text", "the largest ship", "--out-dir", embedded_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let a = image::open(out_dir.join("mask.png")).unwrap().to_luma8();
+    let b = image::open(embedded_dir.join("mask.png")).unwrap().to_luma8();
+    assert_eq!(a, b);
+    // Another preset names what is missing.
+    let out = rsrefseg(&["segment", "--config", "browser", "--weights", weights.to_str().unwrap(), "--image", png.to_str().unwrap(), "--text", "the ship"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--tokenizer"), "{}", text(&out.stderr));
+}

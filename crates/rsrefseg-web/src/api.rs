@@ -55,10 +55,12 @@ pub async fn set_image(file: Vec<u8>) -> Result<JsValue, JsValue> {
 }
 
 /// Segment the object `text` refers to in the current image. Resolves to
-/// `{width, height, mask, heatWidth, heatHeight, heat, iou, area, tokens, backend, timings}`:
+/// `{width, height, mask, heatWidth, heatHeight, heat, heatMin, heatMax, iou, area, tokens, note,
+/// backend, timings}`:
 /// `mask` is a `Uint8Array` of `width × height` (original size, row-major, 0 or 255), `heat` the
 /// localization map as grayscale `Uint8Array` of `heatWidth × heatHeight` (the image as the model
-/// saw it: long side = the model's input size), `iou` SAM's predicted IoU, `timings` ms per stage
+/// saw it: long side = the model's input size) stretched over its own range, whose ends are the
+/// probabilities `heatMin` and `heatMax`, `note` a warning or `null`, `iou` SAM's predicted IoU, `timings` ms per stage
 /// (`text`, `prompter`, `decoder`, `post`, `total`). Empty or over-long sentences are errors.
 #[wasm_bindgen]
 pub async fn segment(text: String) -> Result<JsValue, JsValue> {
@@ -80,6 +82,9 @@ pub async fn segment(text: String) -> Result<JsValue, JsValue> {
         ("heatWidth", num(seg.heat_width as f64)),
         ("heatHeight", num(seg.heat_height as f64)),
         ("heat", bytes(&seg.heat)),
+        ("heatMin", num(seg.heat_range.0 as f64)),
+        ("heatMax", num(seg.heat_range.1 as f64)),
+        ("note", seg.note.as_deref().map_or(JsValue::NULL, JsValue::from)),
         ("iou", num(seg.iou as f64)),
         ("area", num(seg.area as f64)),
         ("tokens", ids(&seg.token_ids)),

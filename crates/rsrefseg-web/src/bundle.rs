@@ -7,31 +7,76 @@ use burn::tensor::backend::Backend;
 use rsrefseg::checkpoint::TensorMap;
 use rsrefseg::config::RsRefSegConfig;
 use rsrefseg::encoders::tokenizer::TextTokenizer;
-use rsrefseg::export::{write_bundle, Bundle, BundleTensors, ExportOptions};
+use rsrefseg::export::bundle::TOKEN_TABLE;
+use rsrefseg::export::{write_bundle, Bundle, BundleTensors, ExportOptions, TokenTablePlacement};
 use rsrefseg::model::RsRefSeg;
 use std::collections::BTreeSet;
+use std::rc::Rc;
 
 /// Largest bundle accepted (the nano bundle is a few MB; the browser preset's q8 bundle about
 /// 560 MB).
 pub const MAX_BUNDLE_BYTES: usize = 1 << 30;
 
-/// Maps tokenizer ids to the rows of a bundle's (pruned) token table.
-pub type IdMap = Box<dyn Fn(&[u32]) -> Vec<u32>>;
+/// Token tables larger than this (in f32) stay on the host ([`TokenTablePlacement::Host`]):
+/// SigLIP2's 256 000 × 768 table is 786 MB, far over WebGPU's default 128 MiB storage-buffer
+/// binding, while a query needs a few dozen of its rows. The nano table (a few hundred rows)
+/// goes to the device whole.
+pub const HOST_TOKEN_TABLE_BYTES: usize = 32 << 20;
+
+/// How a sentence's token ids reach the model's token table.
+pub enum TokenLookup {
+    /// The model holds the tokenizer's whole table: ids as they are.
+    Direct,
+    /// The model holds a table pruned to a corpus: ids through the bundle's vocabulary map.
+    Pruned(Rc<Bundle>),
+    /// The table stays in the bundle on the host; each query gathers (and dequantises) its rows
+    /// and gives the model just those.
+    Host(Rc<Bundle>),
+}
+
+impl TokenLookup {
+    pub fn placement(&self) -> TokenTablePlacement {
+        match self {
+            TokenLookup::Host(_) => TokenTablePlacement::Host,
+            _ => TokenTablePlacement::Device,
+        }
+    }
+}
+
+/// Where a bundle's token table should live: on the host when it is large.
+pub fn default_placement(bundle: &Bundle) -> TokenTablePlacement {
+    let e = bundle.entry(TOKEN_TABLE).expect("every bundle has a token table");
+    if e.shape.iter().product::<usize>() * 4 > HOST_TOKEN_TABLE_BYTES {
+        TokenTablePlacement::Host
+    } else {
+        TokenTablePlacement::Device
+    }
+}
 
 /// A model ready to run: its configuration, tokenizer and weights on a backend.
 pub struct LoadedModel<B: Backend> {
     pub config: RsRefSegConfig,
     pub tokenizer: TextTokenizer,
     pub model: RsRefSeg<B>,
-    /// Tokenizer ids → stored token rows, for bundles whose vocabulary was pruned.
-    pub id_map: Option<IdMap>,
+    /// How token ids reach the token table.
+    pub tokens: TokenLookup,
     /// One line describing the bundle (parameters, storage, size).
     pub summary: String,
 }
 
-/// Bundle bytes → model on `device`. Errors name the problem (not a bundle, damaged, a bad
-/// configuration or tokenizer, weights that do not fit the configuration).
+/// Bundle bytes → model on `device`, the token table placed by [`default_placement`]. Errors
+/// name the problem (not a bundle, damaged, a bad configuration or tokenizer, weights that do not
+/// fit the configuration).
 pub fn load_bundle<B: Backend>(bytes: Vec<u8>, device: &B::Device) -> Result<LoadedModel<B>, String> {
+    load_bundle_with(bytes, device, None)
+}
+
+/// [`load_bundle`] with the token table's placement chosen by the caller (`None`: by size).
+pub fn load_bundle_with<B: Backend>(
+    bytes: Vec<u8>,
+    device: &B::Device,
+    placement: Option<TokenTablePlacement>,
+) -> Result<LoadedModel<B>, String> {
     if bytes.is_empty() {
         return Err("the model file is empty".into());
     }
@@ -42,22 +87,25 @@ pub fn load_bundle<B: Backend>(bytes: Vec<u8>, device: &B::Device) -> Result<Loa
     let config = bundle.config().clone();
     let tokenizer = TextTokenizer::from_bytes(bundle.tokenizer_json().as_bytes(), config.tokenizer.clone())
         .map_err(|e| format!("the bundle's tokenizer: {e}"))?;
-    let model = bundle.load_model::<B>(device).map_err(|e| e.to_string())?;
+    let placement = placement.unwrap_or_else(|| default_placement(&bundle));
+    let model = bundle.load_model_with::<B>(device, placement).map_err(|e| e.to_string())?;
     let s = bundle.summary();
     let storage: Vec<String> = s.by_dtype.iter().map(|g| format!("{} {}", g.dtype.name(), g.tensors)).collect();
     let summary = format!(
-        "{:.2} M parameters, {:.1} MB bundle ({} tensors: {}), input {}²",
+        "{:.2} M parameters, {:.1} MB bundle ({} tensors: {}), input {}²{}",
         s.values as f64 / 1e6,
         s.file_bytes as f64 / 1e6,
         s.tensors,
         storage.join(", "),
-        config.image_size()
+        config.image_size(),
+        if placement == TokenTablePlacement::Host { ", token table on the host" } else { "" }
     );
-    let id_map: Option<IdMap> = match bundle.vocab() {
-        Some(_) => Some(Box::new(move |ids: &[u32]| bundle.map_ids(ids).ids)),
-        None => None,
+    let tokens = match (placement, bundle.vocab().is_some()) {
+        (TokenTablePlacement::Host, _) => TokenLookup::Host(Rc::new(bundle)),
+        (TokenTablePlacement::Device, true) => TokenLookup::Pruned(Rc::new(bundle)),
+        (TokenTablePlacement::Device, false) => TokenLookup::Direct,
     };
-    Ok(LoadedModel { config, tokenizer, model, id_map, summary })
+    Ok(LoadedModel { config, tokenizer, model, tokens, summary })
 }
 
 /// Write a bundle of `tensors` (canonical names; `linear` lists the `Linear` weights, which are
@@ -74,7 +122,7 @@ impl<B: Backend> LoadedModel<B> {
             image_size: self.config.image_size(),
             model: self.model,
             tokenizer: self.tokenizer,
-            id_map: self.id_map,
+            tokens: self.tokens,
             device,
         }
     }

@@ -13,6 +13,7 @@
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use crate::bundle::TokenLookup;
 use rsrefseg::encoders::tokenizer::TextTokenizer;
 use rsrefseg::model::{ImageEncoding, RsRefSeg};
 use rsrefseg::nn::interpolate::bilinear;
@@ -30,8 +31,8 @@ pub struct Segmenter<B: Backend> {
     pub tokenizer: TextTokenizer,
     /// SAM input side S (the pre-processing target).
     pub image_size: usize,
-    /// Tokenizer ids → rows of a pruned token table (bundles exported with a vocabulary corpus).
-    pub id_map: Option<crate::bundle::IdMap>,
+    /// How token ids reach the token table (whole on the device, pruned, or on the host).
+    pub tokens: crate::bundle::TokenLookup,
     pub device: B::Device,
 }
 
@@ -84,8 +85,15 @@ pub struct Segmentation {
     /// side is S, e.g. 256 for nano), padding cropped. Scale it to the image for display.
     pub heat_height: usize,
     pub heat_width: usize,
-    /// The dense localization map (sigmoid of the prompter's dense prompt), 0..=255.
+    /// The dense localization map: the prompter's dense prompt (its first channel, the map the
+    /// dense head predicts) as probabilities, stretched so that its lowest value over the image
+    /// is 0 and its highest 255. A trained model's map is small everywhere after the sigmoid, so
+    /// the raw probabilities would show an almost black picture; `heat_range` keeps them.
     pub heat: Vec<u8>,
+    /// The probabilities that `heat` 0 and 255 stand for.
+    pub heat_range: (f32, f32),
+    /// Set when the sentence has tokens the bundle has no embedding for (a pruned vocabulary).
+    pub note: Option<String>,
     /// SAM's predicted IoU of the mask.
     pub iou: f32,
     /// SAM's low-resolution mask logits `m × m` (before up-sampling; for tests).
@@ -172,6 +180,17 @@ fn to_u8(v: &[f32], scale: f32) -> Vec<u8> {
     v.iter().map(|&x| (x * scale).round().clamp(0.0, 255.0) as u8).collect()
 }
 
+/// Probabilities → 0..=255 over their own range, and that range. A flat map stays 0.
+fn stretch(v: &[f32]) -> (Vec<u8>, (f32, f32)) {
+    let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if v.is_empty() || hi - lo <= f32::EPSILON {
+        return (vec![0; v.len()], (lo.min(hi), hi.max(lo)));
+    }
+    let scale = 255.0 / (hi - lo);
+    (v.iter().map(|&x| ((x - lo) * scale).round().clamp(0.0, 255.0) as u8).collect(), (lo, hi))
+}
+
 impl<B: Backend> Segmenter<B> {
     /// Pre-process (on the host) and encode an image once.
     pub async fn encode(&self, img: &RgbImage, decode_ms: f64) -> Result<EncodedImage<B>, String> {
@@ -195,15 +214,26 @@ impl<B: Backend> Segmenter<B> {
         let tokens = self.tokenizer.encode_batch(&[text]).map_err(|e| e.to_string())?;
         let token_ids = tokens.input_ids[0].clone();
         let l = token_ids.len();
-        let rows = match &self.id_map {
-            Some(map) => map(&token_ids),
-            None => token_ids.clone(),
-        };
-        let ids: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
         let mask: Vec<i64> = tokens.attention_mask[0].iter().map(|&m| m as i64).collect();
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, l]), &self.device);
         let mask = Tensor::<B, 2, Int>::from_data(TensorData::new(mask, [1, l]), &self.device);
-        let text_out = self.model.encode_text(ids, Some(mask));
+        let to_ids = |rows: &[u32]| {
+            let ids: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, l]), &self.device)
+        };
+        let (text_out, note) = match &self.tokens {
+            TokenLookup::Direct => (self.model.encode_text(to_ids(&token_ids), Some(mask)), None),
+            TokenLookup::Pruned(bundle) => {
+                let mapped = bundle.map_ids(&token_ids);
+                (self.model.encode_text(to_ids(&mapped.ids), Some(mask)), mapped.note)
+            }
+            TokenLookup::Host(bundle) => {
+                // A shallow copy (parameters are shared handles) whose token table is only the
+                // rows of this sentence.
+                let mut model = self.model.clone();
+                let mapped = bundle.install_token_rows(&mut model, &token_ids, &self.device);
+                (model.encode_text(to_ids(&mapped.ids), Some(mask)), mapped.note)
+            }
+        };
         fence(&text_out.t_sent).await?;
         let t1 = now_ms();
         let prompter = self.model.prompt(&image.encoding, &text_out);
@@ -221,14 +251,14 @@ impl<B: Backend> Segmenter<B> {
         let logits = logits_at_original_size(out.mask_logits.clone(), g);
         let mask = to_u8(&read(binary_mask(logits).float()).await?, 255.0);
         let (heat_height, heat_width) = g.resized;
-        let heat = match out.localization() {
+        let (heat, heat_range) = match out.localization() {
             Some(dense) => {
-                let [b, c, _, _] = dense.dims();
-                let padded = bilinear(dense, [g.padded, g.padded], false);
-                let cropped = padded.slice([0..b, 0..c, 0..heat_height, 0..heat_width]);
-                to_u8(&read(sigmoid(cropped)).await?, 255.0)
+                let [b, _, _, _] = dense.dims();
+                let padded = bilinear(dense.slice([0..b, 0..1]), [g.padded, g.padded], false);
+                let cropped = padded.slice([0..b, 0..1, 0..heat_height, 0..heat_width]);
+                stretch(&read(sigmoid(cropped)).await?)
             }
-            None => vec![0; heat_height * heat_width],
+            None => (vec![0; heat_height * heat_width], (0.0, 0.0)),
         };
         let iou = read(out.iou.clone()).await?[0];
         let low_res_size = out.mask_logits.dims()[3];
@@ -242,6 +272,8 @@ impl<B: Backend> Segmenter<B> {
             heat_height,
             heat_width,
             heat,
+            heat_range,
+            note,
             iou,
             low_res_logits,
             low_res_size,

@@ -3,8 +3,8 @@
 //! The weights come from a counter-based generator keyed by each parameter's canonical name, so
 //! they are the same on every platform and backend (burn's own random initialisation differs
 //! between backends). They are not trained: the model computes a well-conditioned but
-//! meaningless mask. Used by the browser tests (WebGPU and CPU against the host reference in
-//! `tests/fixtures/nano_reference.json`) and by the page for development (`?model=synthetic`).
+//! meaningless mask. Used by the browser tests of the exported API and by the page for
+//! development (`?model=synthetic`); the parity tests run the shipped bundle.
 
 use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::NdArray;
@@ -95,12 +95,6 @@ pub fn test_image(height: usize, width: usize) -> RgbImage {
     }
     RgbImage::new(height, width, data).expect("test image")
 }
-
-/// The sentence of the fixed test input.
-pub const TEST_SENTENCE: &str = "the largest storage tank";
-
-/// Size of the fixed test image (small: post-processing at the original size stays cheap).
-pub const TEST_IMAGE_HW: (usize, usize) = (40, 56);
 
 /// Seed of the synthetic weights used by the tests.
 pub const TEST_SEED: u64 = 3;

@@ -1,5 +1,6 @@
-//! The model in the browser (headless Chromium): the synthetic nano bundle on the fixed test
-//! input, on WebGPU (SwiftShader) and on the CPU fallback (NdArray), compared with the host's
+//! The model in the browser (headless Chromium): the shipped nano bundle (`models/nano/nano.rsb`)
+//! on the fixed input of `tests/common`, on WebGPU (SwiftShader) and on the CPU fallback (NdArray),
+//! compared with the host's
 //! reference values (`tests/fixtures/nano_reference.json`, written and kept current by
 //! `tests/native_reference.rs`): mask IoU ≥ 0.99, low-resolution mask logits within 1e-3.
 //! Also the exported JavaScript API (`loadSyntheticModel`, `setImage`, `segment`) and its errors.
@@ -13,20 +14,24 @@ use burn::tensor::backend::Backend;
 use js_sys::Reflect;
 use rsrefseg_web::bundle::load_bundle;
 use rsrefseg_web::pipeline::{now_ms, Segmentation};
-use rsrefseg_web::synthetic::{self, TEST_IMAGE_HW, TEST_SEED, TEST_SENTENCE};
+use rsrefseg_web::synthetic::{self, TEST_SEED};
 use serde_json::Value;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+mod common;
+use common::{IMAGE_HW, SENTENCE};
+
 const FIXTURE: &str = include_str!("fixtures/nano_reference.json");
 
 fn fixture() -> Value {
     let f: Value = serde_json::from_str(FIXTURE).unwrap();
-    assert_eq!(f["seed"], TEST_SEED);
-    assert_eq!(f["sentence"], TEST_SENTENCE);
-    assert_eq!(f["image_hw"], serde_json::json!([TEST_IMAGE_HW.0, TEST_IMAGE_HW.1]));
+    assert_eq!(f["sentence"], SENTENCE);
+    assert_eq!(f["image_hw"], serde_json::json!([IMAGE_HW.0, IMAGE_HW.1]));
+    let hash = format!("{:016x}", rsrefseg::export::quantize::fnv1a64(common::BUNDLE));
+    assert_eq!(f["bundle_fnv1a64"], hash.as_str(), "the fixture was written for another nano.rsb");
     f
 }
 
@@ -44,21 +49,21 @@ fn decode_rle(runs: &[Value], n: usize) -> Vec<bool> {
 async fn run_and_compare<B: Backend>(device: B::Device, name: &str) -> [f64; 4] {
     let f = fixture();
     let t0 = now_ms();
-    let seg = load_bundle::<B>(synthetic::bundle_bytes(TEST_SEED).unwrap(), &device).unwrap().segmenter(device);
+    let seg = load_bundle::<B>(common::BUNDLE.to_vec(), &device).unwrap().segmenter(device);
     let load = now_ms() - t0;
-    let img = synthetic::test_image(TEST_IMAGE_HW.0, TEST_IMAGE_HW.1);
+    let img = common::image();
     let enc = seg.encode(&img, 0.0).await.unwrap();
     let t1 = now_ms();
-    let out: Segmentation = seg.segment(&enc, TEST_SENTENCE).await.unwrap();
+    let out: Segmentation = seg.segment(&enc, SENTENCE).await.unwrap();
     let first = now_ms() - t1;
     let t2 = now_ms();
-    let again = seg.segment(&enc, TEST_SENTENCE).await.unwrap();
+    let again = seg.segment(&enc, SENTENCE).await.unwrap();
     let second = now_ms() - t2;
 
     // Token ids and sizes.
     let ids: Vec<u64> = f["token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert_eq!(out.token_ids.iter().map(|&i| i as u64).collect::<Vec<_>>(), ids, "{name}: token ids");
-    assert_eq!([out.height, out.width], [TEST_IMAGE_HW.0, TEST_IMAGE_HW.1], "{name}: mask size");
+    assert_eq!([out.height, out.width], [IMAGE_HW.0, IMAGE_HW.1], "{name}: mask size");
     assert_eq!(out.mask.len(), out.height * out.width);
     assert_eq!(out.heat.len(), out.heat_height * out.heat_width);
 
@@ -186,6 +191,9 @@ async fn exported_api_and_its_errors() {
     assert_eq!(get(&out, "backend"), "cpu");
     let iou = get(&out, "iou").as_f64().unwrap();
     assert!(iou.is_finite());
+    let (lo, hi) = (get(&out, "heatMin").as_f64().unwrap(), get(&out, "heatMax").as_f64().unwrap());
+    assert!((0.0..=hi).contains(&lo) && hi <= 1.0, "heat range {lo}..{hi}");
+    assert!(get(&out, "note").is_null());
     for k in ["text", "prompter", "decoder", "post"] {
         assert!(get(&get(&out, "timings"), k).as_f64().unwrap() >= 0.0);
     }

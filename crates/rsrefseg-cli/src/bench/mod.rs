@@ -4,9 +4,15 @@
 //! Every stage is built once with random parameters (speed does not depend on the values), run
 //! `warmup` times untimed, then `reps` times timed; the median and the minimum are reported with
 //! the achieved GFLOP/s from the analytic counts of [`flops`].
+//!
+//! Two more modes serve the side-by-side comparison with PyTorch (`tools/bench-vs-pytorch`):
+//! [`pipeline`] (`--pipeline`: the whole inference pipeline on given weights and inputs) and
+//! [`train_step`] (`--train-step`: one optimizer step of a configuration).
 
 pub mod anchor;
 pub mod flops;
+pub mod pipeline;
+pub mod train_step;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
@@ -78,6 +84,51 @@ pub struct BenchArgs {
     /// Also write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Time the whole inference pipeline of a model given by --config and weights (as for
+    /// `segment`) on --image and --text / --token-ids: each stage, the full pipeline per image
+    /// and the re-query path (image encoded once).
+    #[arg(long, conflicts_with_all = ["train_step", "tiny", "stages"], requires = "image")]
+    pub pipeline: bool,
+    /// Time one optimizer step (training forward, losses, backward, clipping, AdamW) of --config
+    /// (a preset or model.json; random weights, random batch of --batch-size, every parameter
+    /// trainable).
+    #[arg(long, conflicts_with_all = ["tiny", "stages"], requires = "config")]
+    pub train_step: bool,
+    #[command(flatten)]
+    pub model: crate::model_files::ModelArgs,
+    /// Image of --pipeline.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Sentence of --pipeline (needs the tokenizer).
+    #[arg(long, conflicts_with = "token_ids")]
+    pub text: Option<String>,
+    /// Token ids of --pipeline instead of --text (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub token_ids: Option<Vec<i64>>,
+    /// Samples per batch of --train-step.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+}
+
+/// Median and minimum of repeated timings (ms).
+#[derive(Serialize, Debug, Clone, Copy)]
+pub struct MedianMin {
+    pub median: f64,
+    pub min: f64,
+}
+
+pub fn median_min(times: &[f64]) -> MedianMin {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    MedianMin { median, min: sorted.first().copied().unwrap_or(f64::NAN) }
 }
 
 /// Model sizes of one benchmark run.
@@ -155,6 +206,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--reps must be at least 1");
     }
     let threads = crate::configure_threads(args.threads)?;
+    if args.pipeline {
+        let image = args.image.as_deref().expect("clap requires --image");
+        return pipeline::run(pipeline::PipelineArgs {
+            model: &args.model,
+            image,
+            text: crate::model_files::TextArgs { text: args.text.clone(), token_ids: args.token_ids.clone() },
+            reps: args.reps,
+            warmup: args.warmup,
+            threads,
+            json: args.json.as_ref(),
+        });
+    }
+    if args.train_step {
+        let name = args.model.config.as_deref().expect("clap requires --config");
+        return train_step::run(train_step::TrainStepArgs {
+            config: crate::eval_cmd::resolve_config(name)?,
+            config_name: name,
+            batch_size: args.batch_size.max(1),
+            text_len: args.prompter_text_len,
+            reps: args.reps,
+            warmup: args.warmup,
+            threads,
+            json: args.json.as_ref(),
+        });
+    }
     let sizes = if args.tiny { Sizes::tiny() } else { Sizes::browser() };
     let stages = if args.stages.is_empty() { Stage::ALL.to_vec() } else { args.stages.clone() };
     let text_len = args.text_len.min(sizes.siglip.text_config.max_position_embeddings);
@@ -275,14 +351,7 @@ fn bench_stage<B: Backend>(
             (format!("{n_sparse} sparse prompts, {e}² embedding"), flops::decoder(c, n_sparse), times)
         }
     };
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median_ms = if sorted.len() % 2 == 1 {
-        sorted[sorted.len() / 2]
-    } else {
-        (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
-    };
-    let min_ms = sorted[0];
+    let MedianMin { median: median_ms, min: min_ms } = median_min(&times);
     let anchor = (!args.tiny).then(|| anchor::anchor(stage.name(), text_len)).flatten();
     Ok(StageResult {
         stage: stage.name().to_string(),
