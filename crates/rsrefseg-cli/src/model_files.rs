@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rsrefseg::checkpoint::keys::{prompter as prompter_keys, section, siglip_hf};
-use rsrefseg::checkpoint::{load_module, read_tensors, LoadOptions};
+use rsrefseg::checkpoint::{load_module_owned, read_tensors, LoadOptions};
 use rsrefseg::config::RsRefSegConfig;
 use rsrefseg::encoders::{Siglip, TextTokenizer};
 use rsrefseg::model::{load_rsrefseg_tensors, RsRefSeg};
@@ -108,7 +108,7 @@ pub fn load_model<B: Backend>(args: &ModelArgs, config: &RsRefSegConfig, device:
 
     let (tensors, _) = siglip_hf::TABLE.apply(read(siglip_path)?).map_err(|e| anyhow!("{e}"))?;
     let siglip = Siglip::new(&config.siglip, device).map_err(anyhow::Error::msg)?;
-    model.siglip = load_module(siglip, &tensors, device, options, siglip_hf::TABLE.format)
+    model.siglip = load_module_owned(siglip, tensors, device, options, siglip_hf::TABLE.format)
         .map_err(|e| anyhow!("{}: {e}", siglip_path.display()))?
         .0;
 
@@ -121,7 +121,7 @@ pub fn load_model<B: Backend>(args: &ModelArgs, config: &RsRefSegConfig, device:
         tensors = section(&tensors, "prompter.");
     }
     let (tensors, _) = prompter_keys::TABLE.apply(tensors).map_err(|e| anyhow!("{e}"))?;
-    model.prompter = load_module(config.prompter.init::<B>(device), &tensors, device, options, prompter_keys::TABLE.format)
+    model.prompter = load_module_owned(config.prompter.init::<B>(device), tensors, device, options, prompter_keys::TABLE.format)
         .map_err(|e| anyhow!("{}: {e}", prompter_path.display()))?
         .0;
     Ok(model)

@@ -6,7 +6,7 @@
 
 use crate::checkpoint::keys::rsrefseg_release::{IGNORED_PREFIXES, SAM_NAMES, SECTIONS};
 use crate::checkpoint::keys::{section, LoraHandling};
-use crate::checkpoint::{load_module, read_tensors, LoadError, LoadOptions, LoadReport, TensorMap};
+use crate::checkpoint::{load_module_owned, read_tensors, LoadError, LoadOptions, LoadReport, TensorMap};
 use crate::config::RsRefSegConfig;
 use crate::encoders::{Siglip, SiglipTextOutput};
 use crate::pre::{clip_pixels, sam_pixels};
@@ -239,7 +239,7 @@ pub fn load_rsrefseg_tensors<B: Backend>(
         FullModelFormat::Native => tensors,
     };
     let model = config.init(device).map_err(LoadError::Config)?;
-    let model = load_module(model, &canonical, device, options, "RSRefSeg 2 model")?;
+    let model = load_module_owned(model, canonical, device, options, "RSRefSeg 2 model")?;
     Ok(model)
 }
 

@@ -32,6 +32,14 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
+/// Peak resident memory of this process so far (`VmHWM`, Linux), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 pub fn run(args: PipelineArgs) -> Result<()> {
     type B = burn::backend::NdArray<f32>;
     let device = Default::default();
@@ -39,6 +47,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     let t = Instant::now();
     let model = model_files::load_model::<B>(args.model, &config, &device)?;
     let load_ms = ms(t);
+    let peak_after_load = peak_rss();
     let img = model_files::read_image(args.image)?;
     let tokens = model_files::tokens(&args.text, args.model, &config)?;
     let s = config.image_size();
@@ -111,6 +120,13 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     println!("| **full pipeline** | {:.1} | {:.1} |", full.median, full.min);
     println!("| **re-query** | {:.1} | {:.1} |", requery.median, requery.min);
     println!("re-query / full = {:.3}; mask {area} px, predicted IoU {iou:.4}; weights loaded in {load_ms:.0} ms", requery.median / full.median);
+    let gib = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64));
+    println!(
+        "peak resident memory: {} after loading, {} in all; weights {}",
+        gib(peak_after_load),
+        gib(peak_rss()),
+        gib(Some(model.num_params() as u64 * 4))
+    );
 
     if let Some(path) = args.json {
         let mask_png = path.with_extension("mask.png");
@@ -129,6 +145,8 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             "full_ms": full,
             "requery_ms": requery,
             "load_ms": load_ms,
+            "peak_rss_after_load": peak_after_load,
+            "peak_rss": peak_rss(),
             "weights_bytes": model.num_params() * 4,
             "mask_area": area,
             "iou_pred": iou,

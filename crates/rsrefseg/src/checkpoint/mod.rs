@@ -53,6 +53,11 @@ impl HostTensor {
         Tensor::from_data(TensorData::new(self.data.clone(), self.shape.clone()), device)
     }
 
+    /// [`Self::to_tensor`] without copying the values on the host.
+    pub fn into_tensor<B: Backend, const D: usize>(self, device: &B::Device) -> Tensor<B, D> {
+        Tensor::from_data(TensorData::new(self.data, self.shape), device)
+    }
+
     pub fn from_tensor<B: Backend, const D: usize>(t: Tensor<B, D>) -> Self {
         let shape = t.dims().to_vec();
         let data = t
@@ -267,9 +272,16 @@ pub fn param_ids<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, (burn
     param_specs(module).into_iter().map(|p| (p.name, (p.id, p.transposed))).collect()
 }
 
+/// The tensors a [`Loader`] reads: borrowed (copied into the module) or owned (moved into it
+/// and freed one by one, so that loading needs about one copy of the weights, not two).
+enum Source<'a> {
+    Borrowed(&'a TensorMap),
+    Owned(TensorMap),
+}
+
 struct Loader<'a, B: Backend> {
     tracker: PathTracker,
-    tensors: &'a TensorMap,
+    tensors: Source<'a>,
     device: B::Device,
     used: std::collections::BTreeSet<String>,
     report: LoadReport,
@@ -287,18 +299,31 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
         let (id, value, mapper) = param.consume();
         let burn_shape = value.dims();
         let expected = canonical_shape(&burn_shape, layout);
-        let Some(found) = self.tensors.get(&name) else {
+        let found_shape = match &self.tensors {
+            Source::Borrowed(m) => m.get(&name).map(|t| t.shape.clone()),
+            Source::Owned(m) => m.get(&name).map(|t| t.shape.clone()),
+        };
+        let Some(found_shape) = found_shape else {
             self.report.missing.push((name, expected));
             return Param::from_mapped_value(id, value, mapper);
         };
         self.used.insert(name.clone());
-        if found.shape != expected {
-            self.report.mis_shaped.push((name, expected, found.shape.clone()));
+        if found_shape != expected {
+            self.report.mis_shaped.push((name, expected, found_shape));
             return Param::from_mapped_value(id, value, mapper);
         }
-        let host = if layout == Layout::Transposed { found.transpose2() } else { found.clone() };
+        let host = match &mut self.tensors {
+            Source::Borrowed(m) => {
+                let found = &m[&name];
+                if layout == Layout::Transposed { found.transpose2() } else { found.clone() }
+            }
+            Source::Owned(m) => {
+                let found = m.remove(&name).expect("present");
+                if layout == Layout::Transposed { found.transpose2() } else { found }
+            }
+        };
         let require_grad = value.is_require_grad();
-        let mut t: Tensor<B, D> = host.to_tensor(&self.device);
+        let mut t: Tensor<B, D> = host.into_tensor(&self.device);
         if require_grad {
             t = t.require_grad();
         }
@@ -318,6 +343,29 @@ pub fn load_module<B: Backend, M: Module<B>>(
     options: LoadOptions,
     context: &str,
 ) -> Result<(M, LoadReport), LoadError> {
+    load_from(module, Source::Borrowed(tensors), device, options, context)
+}
+
+/// [`load_module`] consuming `tensors`: each one is moved into the module and its host copy
+/// freed as loading goes (the peak memory of loading large checkpoints is about one copy of
+/// the weights).
+pub fn load_module_owned<B: Backend, M: Module<B>>(
+    module: M,
+    tensors: TensorMap,
+    device: &B::Device,
+    options: LoadOptions,
+    context: &str,
+) -> Result<(M, LoadReport), LoadError> {
+    load_from(module, Source::Owned(tensors), device, options, context)
+}
+
+fn load_from<B: Backend, M: Module<B>>(
+    module: M,
+    tensors: Source<'_>,
+    device: &B::Device,
+    options: LoadOptions,
+    context: &str,
+) -> Result<(M, LoadReport), LoadError> {
     let mut loader = Loader::<B> {
         tracker: PathTracker::default(),
         tensors,
@@ -327,8 +375,11 @@ pub fn load_module<B: Backend, M: Module<B>>(
     };
     let module = module.map(&mut loader);
     let mut report = loader.report;
-    report.unexpected = tensors
-        .iter()
+    let left: Box<dyn Iterator<Item = (&String, &HostTensor)>> = match &loader.tensors {
+        Source::Borrowed(m) => Box::new(m.iter()),
+        Source::Owned(m) => Box::new(m.iter()),
+    };
+    report.unexpected = left
         .filter(|(k, _)| !loader.used.contains(*k))
         .map(|(k, v)| (k.clone(), v.shape.clone()))
         .collect();
@@ -343,8 +394,21 @@ pub fn load_module<B: Backend, M: Module<B>>(
 /// Read a checkpoint file of any supported container (safetensors or a torch zip archive) into
 /// host tensors, without applying any key table.
 pub fn read_tensors(path: &std::path::Path) -> Result<TensorMap, LoadError> {
-    let bytes = std::fs::read(path)
-        .map_err(|source| LoadError::Io { path: path.display().to_string(), source })?;
+    let io = |source| LoadError::Io { path: path.display().to_string(), source };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::io::Read;
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut head = Vec::with_capacity(16);
+        (&file).take(16).read_to_end(&mut head).map_err(io)?;
+        let is_torch = head.starts_with(b"PK\x03\x04") || torch_zip::is_legacy_torch_pickle(&head);
+        // Anything else of at least a header's length is read as safetensors (which names the
+        // problem if it is not one).
+        if !is_torch && head.len() >= 8 {
+            return safetensors_file::read_file(&file, &path.display().to_string());
+        }
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     read_tensors_from_bytes(&bytes, &path.display().to_string())
 }
 

@@ -6,6 +6,11 @@ use safetensors::{Dtype, SafeTensors};
 /// Decode every tensor of a safetensors file to f32 (f16, bf16, f64 and integer tensors are
 /// converted; integer buffers such as BatchNorm's `num_batches_tracked` keep their value).
 pub fn read(bytes: &[u8], origin: &str) -> Result<TensorMap, LoadError> {
+    read_with(bytes, origin, |_| {})
+}
+
+/// [`read`], calling `done(bytes)` with each tensor's stored bytes once they are decoded.
+fn read_with(bytes: &[u8], origin: &str, mut done: impl FnMut(&[u8])) -> Result<TensorMap, LoadError> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| LoadError::format(origin, format!("not a valid safetensors file: {e}")))?;
     let mut out = TensorMap::new();
@@ -16,9 +21,32 @@ pub fn read(bytes: &[u8], origin: &str) -> Result<TensorMap, LoadError> {
         if shape.iter().product::<usize>() != data.len() {
             return Err(LoadError::format(origin, format!("tensor {name}: shape {shape:?} does not match its data")));
         }
+        done(view.data());
         out.insert(name, HostTensor::new(shape, data));
     }
     Ok(out)
+}
+
+/// [`read`] on a file, memory-mapped: the pages of each tensor are handed back to the kernel as
+/// soon as it is decoded, so reading needs the decoded tensors' memory, not also the file's.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_file(file: &std::fs::File, origin: &str) -> Result<TensorMap, LoadError> {
+    // SAFETY: the mapping is read-only and private to this call; a file truncated by another
+    // process meanwhile would fault, as reading any file being rewritten would be wrong anyway.
+    let map = unsafe { memmap2::Mmap::map(file) }
+        .map_err(|e| LoadError::format(origin, format!("cannot map the file: {e}")))?;
+    let base = map.as_ptr() as usize;
+    let page = 4096;
+    read_with(&map, origin, |bytes| {
+        // Whole pages inside this tensor's bytes only (neighbours may still be needed).
+        let start = (bytes.as_ptr() as usize - base).div_ceil(page) * page;
+        let end = ((bytes.as_ptr() as usize - base) + bytes.len()) / page * page;
+        if end > start {
+            // SAFETY: DONTNEED on a read-only file mapping only drops resident pages; a later
+            // read of them would re-read the file. These bytes are not read again.
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+        }
+    })
 }
 
 /// Little-endian buffer of `dtype` → f32 values; `None` for dtypes that are not numbers.

@@ -15,7 +15,7 @@ pub mod prompt_encoder;
 pub mod two_way_transformer;
 
 use crate::checkpoint::keys::{sam2_hf, sam2_original, KeyTable};
-use crate::checkpoint::{load_module, read_tensors, LoadError, LoadOptions, LoadReport, TensorMap};
+use crate::checkpoint::{load_module_owned, read_tensors, LoadError, LoadOptions, LoadReport, TensorMap};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
@@ -262,7 +262,7 @@ pub fn load_sam2_tensors<B: Backend>(
         LoadError::Config("not a SAM 2 checkpoint: neither original nor HF SAM 2 keys found".into())
     })?;
     let (canonical, _ignored) = table.apply(tensors)?;
-    load_module(config.init(device), &canonical, device, options, table.format)
+    load_module_owned(config.init(device), canonical, device, options, table.format)
 }
 
 /// [`load_sam2_tensors`] from a file (safetensors or a torch `.pt` archive).
