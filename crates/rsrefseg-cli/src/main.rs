@@ -74,6 +74,20 @@ pub fn configure_threads(threads: Option<usize>) -> Result<usize> {
     let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     anyhow::ensure!(n >= 1, "--threads must be at least 1");
     std::env::set_var("MATMUL_NUM_THREADS", n.to_string());
+    #[cfg(feature = "blas")]
+    {
+        // burn's CPU backend already runs the matrices of a batch on its threads (and the
+        // model splits long products into batches, `rsrefseg::nn::linear`); OpenBLAS threads on
+        // top of that oversubscribe the cores and serialise concurrent calls. One OpenBLAS
+        // thread per caller, unless OPENBLAS_NUM_THREADS says otherwise.
+        extern "C" {
+            fn openblas_set_num_threads(n: std::os::raw::c_int);
+        }
+        if std::env::var_os("OPENBLAS_NUM_THREADS").is_none() {
+            // SAFETY: a plain setter of OpenBLAS, called before any BLAS work starts.
+            unsafe { openblas_set_num_threads(1) };
+        }
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()

@@ -29,7 +29,6 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use crate::nn::conv::{conv2d, conv2d_gemm};
-use burn::tensor::module::linear;
 use burn::tensor::Tensor;
 use regex::RegexSet;
 
@@ -124,7 +123,7 @@ impl<B: Backend> LoraLinear<B> {
     /// # Shapes
     /// - x: `[..., in]` → `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let base = linear(x.clone(), self.weight.val(), self.bias.as_ref().map(Param::val));
+        let base = super::linear::linear_rows(x.clone(), self.weight.val(), self.bias.as_ref().map(Param::val));
         match (&self.lora_A, &self.lora_B) {
             (Some(a), Some(b)) => base + b.forward(a.forward(x)).mul_scalar(self.scaling),
             _ => base,

@@ -47,7 +47,7 @@ impl<B: Backend> Mlp<B> {
         let n = self.layers.len();
         let mut x = x;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
+            x = super::linear::linear_rows(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
             if i + 1 < n {
                 x = self.activation.forward(x);
             }

@@ -6,6 +6,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod interpolate;
 pub mod layer_norm2d;
+pub mod linear;
 pub mod lora;
 pub mod mlp;
 
