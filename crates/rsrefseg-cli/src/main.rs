@@ -52,7 +52,18 @@ enum Command {
         /// Preset name.
         #[arg(long, value_enum, default_value = "browser")]
         preset: Preset,
+        /// The preset with one of the paper's prompter ablations.
+        #[arg(long, value_enum)]
+        ablation: Option<Ablation>,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Ablation {
+    /// Single-stage prompter: no first-order interaction blocks (image tokens meet only t2).
+    SingleStage,
+    /// No dense prompt: SAM gets its learned "no mask" embedding.
+    NoDense,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -109,14 +120,19 @@ fn main() -> Result<()> {
         Command::Eval(args) => eval_cmd::run(args),
         Command::ExportWeb(args) => export_cmd::run(args),
         Command::Fetch(args) => fetch_cmd::run(args),
-        Command::Config { preset } => {
+        Command::Config { preset, ablation } => {
             use rsrefseg::config::RsRefSegConfig;
-            let config = match preset {
+            let mut config = match preset {
                 Preset::Paper => RsRefSegConfig::paper(),
                 Preset::Browser => RsRefSegConfig::browser(),
                 Preset::ReferenceDev => RsRefSegConfig::reference_dev(),
                 Preset::Nano => RsRefSegConfig::nano(),
             };
+            match ablation {
+                Some(Ablation::SingleStage) => config.prompter.first_order_depth = 0,
+                Some(Ablation::NoDense) => config.prompter.dense_prompt = false,
+                None => {}
+            }
             println!("{}", config.to_json());
             Ok(())
         }

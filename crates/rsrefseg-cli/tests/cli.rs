@@ -324,3 +324,26 @@ fn segment_accepts_the_nano_preset_with_its_embedded_tokenizer() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--tokenizer"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn config_prints_presets_and_the_prompter_ablations() {
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = rsrefseg(args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let nano = json(&["config", "--preset", "nano"]);
+    assert_eq!(nano["prompter"]["first_order_depth"], 2);
+    assert_eq!(nano["prompter"]["dense_prompt"], true);
+    let single = json(&["config", "--preset", "nano", "--ablation", "single-stage"]);
+    let no_dense = json(&["config", "--preset", "nano", "--ablation", "no-dense"]);
+    assert_eq!(single["prompter"]["first_order_depth"], 0);
+    assert_eq!(no_dense["prompter"]["dense_prompt"], false);
+    // Exactly one field changes.
+    let mut a = single.clone();
+    a["prompter"]["first_order_depth"] = 2.into();
+    assert_eq!(a, nano);
+    let mut b = no_dense.clone();
+    b["prompter"]["dense_prompt"] = true.into();
+    assert_eq!(b, nano);
+}
