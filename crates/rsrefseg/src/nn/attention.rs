@@ -91,6 +91,12 @@ pub fn recombine_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     x.swap_dims(1, 2).reshape([b, n, h * d])
 }
 
+/// Largest attention-score matrix (all heads, f32) computed at once. Longer sequences are
+/// processed in blocks of query rows (each row's softmax is independent, so the result is the
+/// same): Hiera's global blocks at 1024² attend over 4096 tokens, whose 4 × 4096² scores and the
+/// softmax temporaries would otherwise add ~0.5 GB to the peak memory of an image encode.
+pub const MAX_SCORE_BYTES: usize = 64 << 20;
+
 /// Scaled dot-product attention, `softmax(q kᵀ / √d + bias) v`.
 ///
 /// # Shapes
@@ -101,10 +107,52 @@ pub fn sdpa<B: Backend>(
     v: Tensor<B, 4>,
     bias: Option<Tensor<B, 4>>,
 ) -> Tensor<B, 4> {
-    let bias = bias.map(|bias| {
-        let [b, h, nq, _] = q.dims();
-        let [_, _, nk, _] = k.dims();
-        bias.expand([b, h, nq, nk])
-    });
-    attention(q, k, v, None, bias, AttentionModuleOptions::default())
+    sdpa_blocked(q, k, v, bias, MAX_SCORE_BYTES)
+}
+
+fn sdpa_blocked<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    bias: Option<Tensor<B, 4>>,
+    max_score_bytes: usize,
+) -> Tensor<B, 4> {
+    let [b, h, nq, _] = q.dims();
+    let [_, _, nk, _] = k.dims();
+    let bias = bias.map(|bias| bias.expand([b, h, nq, nk]));
+    let rows = (max_score_bytes / (4 * b * h * nk).max(1)).max(1);
+    if rows >= nq {
+        return attention(q, k, v, None, bias, AttentionModuleOptions::default());
+    }
+    let blocks: Vec<Tensor<B, 4>> = (0..nq)
+        .step_by(rows)
+        .map(|start| {
+            let end = (start + rows).min(nq);
+            let qb = q.clone().slice([0..b, 0..h, start..end]);
+            let bb = bias.clone().map(|t| t.slice([0..b, 0..h, start..end]));
+            attention(qb, k.clone(), v.clone(), None, bb, AttentionModuleOptions::default())
+        })
+        .collect();
+    Tensor::cat(blocks, 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn query_blocks_give_the_same_attention() {
+        type B = burn::backend::NdArray<f32>;
+        let dev = Default::default();
+        let r = |s: [usize; 4]| Tensor::<B, 4>::random(s, Distribution::Normal(0.0, 1.0), &dev);
+        let (q, k, v) = (r([2, 3, 37, 8]), r([2, 3, 29, 8]), r([2, 3, 29, 8]));
+        let bias = r([2, 1, 37, 29]);
+        let whole = sdpa_blocked(q.clone(), k.clone(), v.clone(), Some(bias.clone()), usize::MAX);
+        // 5 query rows per block (the last one shorter).
+        let blocked = sdpa_blocked(q, k, v, Some(bias), 4 * 2 * 3 * 29 * 5);
+        assert_eq!(blocked.dims(), [2, 3, 37, 8]);
+        let d: f32 = (whole - blocked).abs().max().into_scalar();
+        assert!(d < 1e-6, "{d}");
+    }
 }
