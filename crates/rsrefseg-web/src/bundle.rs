@@ -7,7 +7,6 @@ use burn::tensor::backend::Backend;
 use rsrefseg::checkpoint::TensorMap;
 use rsrefseg::config::RsRefSegConfig;
 use rsrefseg::encoders::tokenizer::TextTokenizer;
-use rsrefseg::export::bundle::TOKEN_TABLE;
 use rsrefseg::export::{write_bundle, Bundle, BundleTensors, ExportOptions, TokenTablePlacement};
 use rsrefseg::model::RsRefSeg;
 use std::collections::BTreeSet;
@@ -16,12 +15,6 @@ use std::rc::Rc;
 /// Largest bundle accepted (the nano bundle is a few MB; the browser preset's q8 bundle about
 /// 560 MB).
 pub const MAX_BUNDLE_BYTES: usize = 1 << 30;
-
-/// Token tables larger than this (in f32) stay on the host ([`TokenTablePlacement::Host`]):
-/// SigLIP2's 256 000 × 768 table is 786 MB, far over WebGPU's default 128 MiB storage-buffer
-/// binding, while a query needs a few dozen of its rows. The nano table (a few hundred rows)
-/// goes to the device whole.
-pub const HOST_TOKEN_TABLE_BYTES: usize = 32 << 20;
 
 /// How a sentence's token ids reach the model's token table.
 pub enum TokenLookup {
@@ -43,14 +36,13 @@ impl TokenLookup {
     }
 }
 
-/// Where a bundle's token table should live: on the host when it is large.
-pub fn default_placement(bundle: &Bundle) -> TokenTablePlacement {
-    let e = bundle.entry(TOKEN_TABLE).expect("every bundle has a token table");
-    if e.shape.iter().product::<usize>() * 4 > HOST_TOKEN_TABLE_BYTES {
-        TokenTablePlacement::Host
-    } else {
-        TokenTablePlacement::Device
-    }
+/// Where a bundle's token table lives by default: on the host. SigLIP2's 256 000 × 768 table
+/// is 786 MB in f32, far over WebGPU's default 128 MiB storage-buffer binding, while a sentence
+/// needs a few dozen rows; gathering them on the host costs microseconds, so every bundle (the
+/// nano one too, whose table would fit) takes the same path and it is the one the browser tests
+/// exercise.
+pub fn default_placement(_bundle: &Bundle) -> TokenTablePlacement {
+    TokenTablePlacement::Host
 }
 
 /// A model ready to run: its configuration, tokenizer and weights on a backend.
