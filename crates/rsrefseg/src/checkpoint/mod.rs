@@ -296,8 +296,10 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (name, layout) = self.tracker.current();
-        let (id, value, mapper) = param.consume();
-        let burn_shape = value.dims();
+        // The shape without initialising the parameter: a module built by `init` is lazy, and
+        // drawing its random values only to replace them cost seconds (and a copy of the
+        // weights) for the browser configuration.
+        let burn_shape = param.lazy_shape().to_vec();
         let expected = canonical_shape(&burn_shape, layout);
         let found_shape = match &self.tensors {
             Source::Borrowed(m) => m.get(&name).map(|t| t.shape.clone()),
@@ -305,12 +307,12 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
         };
         let Some(found_shape) = found_shape else {
             self.report.missing.push((name, expected));
-            return Param::from_mapped_value(id, value, mapper);
+            return param;
         };
         self.used.insert(name.clone());
         if found_shape != expected {
             self.report.mis_shaped.push((name, expected, found_shape));
-            return Param::from_mapped_value(id, value, mapper);
+            return param;
         }
         let host = match &mut self.tensors {
             Source::Borrowed(m) => {
@@ -322,13 +324,11 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
                 if layout == Layout::Transposed { found.transpose2() } else { found }
             }
         };
-        let require_grad = value.is_require_grad();
-        let mut t: Tensor<B, D> = host.into_tensor(&self.device);
-        if require_grad {
-            t = t.require_grad();
-        }
+        let t: Tensor<B, D> = host.into_tensor(&self.device);
         self.report.loaded += 1;
-        Param::from_mapped_value(id, t, mapper)
+        // Keeps the parameter's id, device and gradient requirement.
+        let id = param.id;
+        param.transform_for_load(t, id)
     }
 }
 
