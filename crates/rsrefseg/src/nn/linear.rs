@@ -9,15 +9,9 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
 use burn::tensor::Tensor;
-use std::sync::OnceLock;
 
 /// Rows per block of a split product.
 pub const ROW_BLOCK: usize = 256;
-
-fn row_block() -> usize {
-    static BLOCK: OnceLock<usize> = OnceLock::new();
-    *BLOCK.get_or_init(|| std::env::var("RSREFSEG_ROW_BLOCK").ok().and_then(|v| v.parse().ok()).unwrap_or(ROW_BLOCK))
-}
 
 /// `x · w + b` over the last dimension.
 ///
@@ -26,8 +20,8 @@ fn row_block() -> usize {
 pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>, b: Option<Tensor<B, 1>>) -> Tensor<B, D> {
     let dims = x.dims();
     let rows: usize = dims[..D - 1].iter().product();
-    let block = row_block();
-    if block == 0 || rows < 2 * block || rows % block != 0 {
+    let block = ROW_BLOCK;
+    if rows < 2 * block || !rows.is_multiple_of(block) {
         return linear(x, w, b);
     }
     let [d_in, d_out] = w.dims();
@@ -35,4 +29,24 @@ pub fn linear_rows<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, 2>,
     let mut out = dims;
     out[D - 1] = d_out;
     y.reshape(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn row_blocks_give_the_plain_product() {
+        type B = burn::backend::NdArray<f32>;
+        let dev = Default::default();
+        let x = Tensor::<B, 3>::random([2, 3 * ROW_BLOCK, 24], Distribution::Normal(0.0, 1.0), &dev);
+        let w = Tensor::<B, 2>::random([24, 40], Distribution::Normal(0.0, 1.0), &dev);
+        let b = Tensor::<B, 1>::random([40], Distribution::Normal(0.0, 1.0), &dev);
+        let split = linear_rows(x.clone(), w.clone(), Some(b.clone()));
+        let plain = linear(x, w, Some(b));
+        assert_eq!(split.dims(), [2, 3 * ROW_BLOCK, 40]);
+        let d: f32 = (split - plain).abs().max().into_scalar();
+        assert!(d < 1e-4, "{d}");
+    }
 }
