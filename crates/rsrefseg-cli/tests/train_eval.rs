@@ -3,7 +3,7 @@
 //! uninterrupted one, the non-finite-loss stop, and evaluation of the exported best model.
 
 use rsrefseg::config::RsRefSegConfig;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -29,41 +29,11 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A word-level tokenizer over the synthetic grammar's vocabulary: `<pad>`=0 `<eos>`=1
-/// `<bos>`=2 `<unk>`=3, whitespace pre-tokenizer, EOS appended as the released tokenizer does.
-/// Returns the vocabulary size.
+/// The synthetic grammar's word-level tokenizer (the nano model's: `<pad>`=0 `<eos>`=1 `<bos>`=2
+/// `<unk>`=3, EOS appended as the released tokenizer does); returns the vocabulary size.
 fn write_tokenizer(path: &Path) -> usize {
-    let specials = ["<pad>", "<eos>", "<bos>", "<unk>"];
-    let mut vocab = serde_json::Map::new();
-    for (i, t) in specials.iter().enumerate() {
-        vocab.insert(t.to_string(), json!(i));
-    }
-    for w in rsrefseg::synth::vocabulary() {
-        let id = vocab.len();
-        vocab.entry(w).or_insert(json!(id));
-    }
-    let added: Vec<Value> = specials
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
-                   "normalized": false, "special": true})
-        })
-        .collect();
-    let seq = |id: &str, type_id: u32| json!({"Sequence": {"id": id, "type_id": type_id}});
-    let eos = json!({"SpecialToken": {"id": "<eos>", "type_id": 0}});
-    let n = vocab.len();
-    let tokenizer = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": {"type": "TemplateProcessing", "single": [seq("A", 0), eos.clone()],
-            "pair": [seq("A", 0), seq("B", 1), eos],
-            "special_tokens": {"<eos>": {"id": "<eos>", "ids": [1], "tokens": ["<eos>"]}}},
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
-    });
-    std::fs::write(path, tokenizer.to_string()).unwrap();
-    n
+    std::fs::write(path, rsrefseg::synth::tokenizer::tokenizer_json()).unwrap();
+    rsrefseg::synth::tokenizer::vocab_size()
 }
 
 /// `reference-dev` with a text tower sized for the vocabulary and the longest expressions.

@@ -36,15 +36,6 @@ impl TokenLookup {
     }
 }
 
-/// Where a bundle's token table lives by default: on the host. SigLIP2's 256 000 × 768 table
-/// is 786 MB in f32, far over WebGPU's default 128 MiB storage-buffer binding, while a sentence
-/// needs a few dozen rows; gathering them on the host costs microseconds, so every bundle (the
-/// nano one too, whose table would fit) takes the same path and it is the one the browser tests
-/// exercise.
-pub fn default_placement(_bundle: &Bundle) -> TokenTablePlacement {
-    TokenTablePlacement::Host
-}
-
 /// A model ready to run: its configuration, tokenizer and weights on a backend.
 pub struct LoadedModel<B: Backend> {
     pub config: RsRefSegConfig,
@@ -56,14 +47,17 @@ pub struct LoadedModel<B: Backend> {
     pub summary: String,
 }
 
-/// Bundle bytes → model on `device`, the token table placed by [`default_placement`]. Errors
+/// Bundle bytes → model on `device`, the token table on the host ([`TokenTablePlacement::Host`]:
+/// SigLIP2's 256 000 × 768 table is 786 MB in f32, far over WebGPU's default 128 MiB
+/// storage-buffer binding, while a sentence needs a few dozen rows; every bundle, the nano one
+/// too, takes that path, so it is the one the browser tests exercise). Errors
 /// name the problem (not a bundle, damaged, a bad configuration or tokenizer, weights that do not
 /// fit the configuration).
 pub fn load_bundle<B: Backend>(bytes: Vec<u8>, device: &B::Device) -> Result<LoadedModel<B>, String> {
     load_bundle_with(bytes, device, None)
 }
 
-/// [`load_bundle`] with the token table's placement chosen by the caller (`None`: by size).
+/// [`load_bundle`] with the token table's placement chosen by the caller (`None`: on the host).
 pub fn load_bundle_with<B: Backend>(
     bytes: Vec<u8>,
     device: &B::Device,
@@ -79,7 +73,7 @@ pub fn load_bundle_with<B: Backend>(
     let config = bundle.config().clone();
     let tokenizer = TextTokenizer::from_bytes(bundle.tokenizer_json().as_bytes(), config.tokenizer.clone())
         .map_err(|e| format!("the bundle's tokenizer: {e}"))?;
-    let placement = placement.unwrap_or_else(|| default_placement(&bundle));
+    let placement = placement.unwrap_or(TokenTablePlacement::Host);
     let model = bundle.load_model_with::<B>(device, placement).map_err(|e| e.to_string())?;
     let s = bundle.summary();
     let storage: Vec<String> = s.by_dtype.iter().map(|g| format!("{} {}", g.dtype.name(), g.tensors)).collect();

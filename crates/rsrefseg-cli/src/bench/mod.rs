@@ -117,6 +117,11 @@ pub struct MedianMin {
     pub min: f64,
 }
 
+/// Milliseconds since `t`.
+pub fn elapsed_ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
 pub fn median_min(times: &[f64]) -> MedianMin {
     let mut sorted = times.to_vec();
     sorted.sort_by(f64::total_cmp);

@@ -3,7 +3,7 @@
 //! encoded once). The JSON it writes has the schema of the PyTorch side of
 //! `tools/bench-vs-pytorch`, which runs the same weights and inputs in another process.
 
-use super::{median_min, MedianMin};
+use super::{elapsed_ms as ms, median_min, MedianMin};
 use crate::model_files::{self, ModelArgs, TextArgs};
 use anyhow::{Context, Result};
 use burn::module::Module;
@@ -28,9 +28,6 @@ pub struct PipelineArgs<'a> {
     pub json: Option<&'a PathBuf>,
 }
 
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
-}
 
 /// Peak resident memory of this process so far (`VmHWM`, Linux), in bytes.
 fn peak_rss() -> Option<u64> {

@@ -3,7 +3,7 @@
 //! random batch, timed by phase. The JSON it writes has the schema of the PyTorch side of
 //! `tools/bench-vs-pytorch`.
 
-use super::{median_min, MedianMin};
+use super::{elapsed_ms as ms, median_min, MedianMin};
 use anyhow::{Context, Result};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -28,9 +28,6 @@ pub struct TrainStepArgs<'a> {
     pub json: Option<&'a PathBuf>,
 }
 
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
-}
 
 pub fn run(args: TrainStepArgs) -> Result<()> {
     type B = burn::backend::Autodiff<burn::backend::NdArray<f32>>;

@@ -279,6 +279,15 @@ enum Source<'a> {
     Owned(TensorMap),
 }
 
+impl Source<'_> {
+    fn map(&self) -> &TensorMap {
+        match self {
+            Source::Borrowed(m) => m,
+            Source::Owned(m) => m,
+        }
+    }
+}
+
 struct Loader<'a, B: Backend> {
     tracker: PathTracker,
     tensors: Source<'a>,
@@ -301,10 +310,7 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
         // weights) for the browser configuration.
         let burn_shape = param.lazy_shape().to_vec();
         let expected = canonical_shape(&burn_shape, layout);
-        let found_shape = match &self.tensors {
-            Source::Borrowed(m) => m.get(&name).map(|t| t.shape.clone()),
-            Source::Owned(m) => m.get(&name).map(|t| t.shape.clone()),
-        };
+        let found_shape = self.tensors.map().get(&name).map(|t| t.shape.clone());
         let Some(found_shape) = found_shape else {
             self.report.missing.push((name, expected));
             return param;
@@ -375,11 +381,10 @@ fn load_from<B: Backend, M: Module<B>>(
     };
     let module = module.map(&mut loader);
     let mut report = loader.report;
-    let left: Box<dyn Iterator<Item = (&String, &HostTensor)>> = match &loader.tensors {
-        Source::Borrowed(m) => Box::new(m.iter()),
-        Source::Owned(m) => Box::new(m.iter()),
-    };
-    report.unexpected = left
+    report.unexpected = loader
+        .tensors
+        .map()
+        .iter()
         .filter(|(k, _)| !loader.used.contains(*k))
         .map(|(k, v)| (k.clone(), v.shape.clone()))
         .collect();
