@@ -136,10 +136,15 @@ pub fn token_tensors<B: Backend>(
 pub struct EvalResult {
     pub overall: Metrics,
     pub per_tag: BTreeMap<String, Metrics>,
+    /// Different-object pairs of one image answered with different masks.
+    pub sensitivity: Sensitivity,
+    /// Pearson r between the predicted IoU (SAM's IoU head) and the true IoU of each sample.
+    pub iou_pearson: Option<f64>,
 }
 
 /// Run `model` on every sample of `dataset` (which must be in [`Mode::Eval`]), post-process to
-/// the original size and score. `progress` is called after each sample with (done, total).
+/// the original size and score. Consecutive samples of one image share one image encoding.
+/// `progress` is called after each sample with (done, total).
 pub fn evaluate<B: Backend>(
     model: &RsRefSeg<B>,
     config: &RsRefSegConfig,
@@ -157,34 +162,178 @@ pub fn evaluate<B: Backend>(
     let s = dataset.size;
     let mut overall = MetricsAccumulator::new();
     let mut per_tag: BTreeMap<String, MetricsAccumulator> = BTreeMap::new();
+    let mut sensitivity = Sensitivity::default();
+    let mut iou_pairs: Vec<(f64, f64)> = Vec::new();
+    // The current image: its path, encoding and the (prediction, ground truth) of its samples.
+    let mut current: Option<(std::path::PathBuf, rsrefseg::model::ImageEncoding<B>)> = None;
+    let mut answers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for i in 0..n {
         let item = dataset.get(i)?;
-        // One sample at a time: every sample keeps its own geometry and sentence length, so the
-        // result does not depend on what it is batched with.
-        let x = Tensor::<B, 4>::from_data(TensorData::new(item.x01(), [1, 3, s, s]), device);
+        let path = &dataset.samples[i].image_path;
+        if current.as_ref().map(|(p, _)| p) != Some(path) {
+            sensitivity.add_image(&answers);
+            answers.clear();
+            let x = Tensor::<B, 4>::from_data(TensorData::new(item.x01(), [1, 3, s, s]), device);
+            current = Some((path.clone(), model.encode_image(x)));
+        }
+        let image = &current.as_ref().expect("encoded above").1;
+        // One sentence at a time: the result does not depend on what it is batched with.
         let (ids, mask) = token_tensors::<B>(tokenizer, config, &[item.sentence.as_str()], device)?;
-        let out = model.forward(x, ids, Some(mask), false);
+        let out = model.query(image, ids, Some(mask), false);
+        let predicted_iou = out.iou.clone().into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow!("{e:?}"))?[0];
         let logits = logits_at_original_size(out.mask_logits, item.geometry);
-        // Through an integer tensor: the bool storage differs between backends.
-        let pred: Vec<u8> = binary_mask(logits)
-            .int()
-            .into_data()
-            .convert::<i32>()
-            .into_vec::<i32>()
-            .map_err(|e| anyhow!("{e:?}"))?
-            .into_iter()
-            .map(|v| u8::from(v != 0))
-            .collect();
+        let pred = mask_bytes(logits)?;
         let category = item.category.as_deref();
-        overall.add(&pred, &item.gt, category).map_err(|e| anyhow!("sample {i}: {e}"))?;
+        let counts = overall.add(&pred, &item.gt, category).map_err(|e| anyhow!("sample {i}: {e}"))?;
+        iou_pairs.push((predicted_iou as f64, counts.iou_f32(1) as f64));
         if let Some(tag) = &item.tag {
             per_tag.entry(tag.clone()).or_default().add(&pred, &item.gt, category).map_err(|e| anyhow!("sample {i}: {e}"))?;
         }
+        answers.push((pred, item.gt));
         progress(i + 1, n);
     }
+    sensitivity.add_image(&answers);
     Ok(EvalResult {
         overall: overall.compute().expect("non-empty"),
         per_tag: per_tag.into_iter().filter_map(|(t, a)| a.compute().map(|m| (t, m))).collect(),
+        sensitivity,
+        iou_pearson: pearson(&iou_pairs),
+    })
+}
+
+/// A binary mask (logits > 0) as 0/1 bytes.
+fn mask_bytes<B: Backend>(logits: Tensor<B, 4>) -> Result<Vec<u8>> {
+    // Through an integer tensor: the bool storage differs between backends.
+    Ok(binary_mask(logits)
+        .int()
+        .into_data()
+        .convert::<i32>()
+        .into_vec::<i32>()
+        .map_err(|e| anyhow!("{e:?}"))?
+        .into_iter()
+        .map(|v| u8::from(v != 0))
+        .collect())
+}
+
+/// IoU of two 0/1 masks (two empty masks: 1, they are the same answer).
+pub fn mask_iou(a: &[u8], b: &[u8]) -> f64 {
+    let (mut inter, mut union) = (0usize, 0usize);
+    for (&x, &y) in a.iter().zip(b) {
+        inter += usize::from(x != 0 && y != 0);
+        union += usize::from(x != 0 || y != 0);
+    }
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+/// IoU below which two predictions count as different answers.
+pub const SENSITIVITY_IOU: f64 = 0.3;
+
+/// Sentence sensitivity: over pairs of expressions of one image that refer to different objects
+/// (ground truths overlapping with IoU < 0.5), how often the two predicted masks are different
+/// answers (IoU < [`SENSITIVITY_IOU`]).
+#[derive(Clone, Debug, Default)]
+pub struct Sensitivity {
+    pub pairs: usize,
+    pub distinct: usize,
+    pub iou_sum: f64,
+}
+
+impl Sensitivity {
+    /// Add every pair of one image's (prediction, ground truth).
+    pub fn add_image(&mut self, answers: &[(Vec<u8>, Vec<u8>)]) {
+        for i in 0..answers.len() {
+            for j in i + 1..answers.len() {
+                if mask_iou(&answers[i].1, &answers[j].1) >= 0.5 {
+                    continue;
+                }
+                let iou = mask_iou(&answers[i].0, &answers[j].0);
+                self.pairs += 1;
+                self.distinct += usize::from(iou < SENSITIVITY_IOU);
+                self.iou_sum += iou;
+            }
+        }
+    }
+
+    /// Fraction of pairs answered with different masks (`None` without pairs).
+    pub fn fraction(&self) -> Option<f64> {
+        (self.pairs > 0).then(|| self.distinct as f64 / self.pairs as f64)
+    }
+}
+
+/// Pearson correlation of `(x, y)` pairs (`None` with fewer than 2 or a constant side).
+pub fn pearson(pairs: &[(f64, f64)]) -> Option<f64> {
+    let pairs: Vec<(f64, f64)> = pairs.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+    let n = pairs.len() as f64;
+    if pairs.len() < 2 {
+        return None;
+    }
+    let (mx, my) = (pairs.iter().map(|p| p.0).sum::<f64>() / n, pairs.iter().map(|p| p.1).sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for &(x, y) in &pairs {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+        syy += (y - my) * (y - my);
+    }
+    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
+}
+
+/// Scores of [`evaluate_scenes`].
+pub struct SceneScores {
+    /// Mean IoU over expressions (gIoU) at the scenes' size.
+    pub giou: f64,
+    pub relational_giou: f64,
+    /// Fraction of different-object pairs answered with different masks.
+    pub sensitivity: f64,
+}
+
+/// gIoU and sentence sensitivity on generated scenes (already at the model's input side; the
+/// validation of the referring stage). One encoding per scene, all its expressions at once.
+pub fn evaluate_scenes<B: Backend>(
+    model: &RsRefSeg<B>,
+    config: &RsRefSegConfig,
+    tokenizer: &TextTokenizer,
+    scenes: &[rsrefseg::synth::StreamSample],
+    device: &B::Device,
+) -> Result<SceneScores> {
+    let (mut sum, mut count, mut rel_sum, mut rel_count) = (0.0, 0usize, 0.0, 0usize);
+    let mut sensitivity = Sensitivity::default();
+    for sample in scenes {
+        let scene = &sample.scene;
+        if sample.expressions.is_empty() {
+            continue;
+        }
+        let size = scene.width;
+        let x = rsrefseg::train::stages::scenes_x01::<B>(std::slice::from_ref(sample), device);
+        let image = model.encode_image(x);
+        let sentences: Vec<&str> = sample.expressions.iter().map(|e| e.sent.as_str()).collect();
+        let (ids, mask) = token_tensors::<B>(tokenizer, config, &sentences, device)?;
+        let out = model.query(&image, ids, Some(mask), false);
+        let geometry = rsrefseg::pre::Geometry { original: (size, size), resized: (size, size), padded: size };
+        let all = mask_bytes(logits_at_original_size(out.mask_logits, geometry))?;
+        let mut answers = Vec::new();
+        for (k, e) in sample.expressions.iter().enumerate() {
+            let pred = all[k * size * size..(k + 1) * size * size].to_vec();
+            let gt = scene.objects[e.target].mask.clone();
+            let iou = mask_iou(&pred, &gt);
+            // An empty prediction of a non-empty target is 0 (mask_iou gives 1 only for two empties).
+            sum += iou;
+            count += 1;
+            if e.tag == rsrefseg::synth::Tag::Relational {
+                rel_sum += iou;
+                rel_count += 1;
+            }
+            answers.push((pred, gt));
+        }
+        sensitivity.add_image(&answers);
+    }
+    Ok(SceneScores {
+        giou: sum / count.max(1) as f64,
+        relational_giou: rel_sum / rel_count.max(1) as f64,
+        sensitivity: sensitivity.fraction().unwrap_or(0.0),
     })
 }
 
@@ -217,6 +366,13 @@ impl EvalResult {
         v["mean_iou"] = num(self.overall.mean_iou / 100.0);
         v["per_tag"] = Value::Object(self.per_tag.iter().map(|(t, m)| (t.clone(), summary(m))).collect());
         v["reference"] = self.overall.to_reference_json();
+        v["sentence_sensitivity"] = json!({
+            "pairs": self.sensitivity.pairs,
+            "fraction_distinct": self.sensitivity.fraction().map_or(Value::Null, num),
+            "mean_pair_iou": if self.sensitivity.pairs > 0 { num(self.sensitivity.iou_sum / self.sensitivity.pairs as f64) } else { Value::Null },
+            "threshold_iou": SENSITIVITY_IOU,
+        });
+        v["predicted_iou_pearson_r"] = self.iou_pearson.map_or(Value::Null, num);
         v
     }
 
@@ -228,6 +384,18 @@ impl EvalResult {
             for (t, m) in &self.per_tag {
                 s.push_str(&format!("\n{t:<12}{:>8}{:>8.2}{:>8.2}", m.num_samples, m.target.giou, m.target.ciou));
             }
+        }
+        match self.sensitivity.fraction() {
+            Some(f) => s.push_str(&format!(
+                "\nsentence sensitivity: {:.1} % of {} pairs of expressions naming different objects of one image get \
+                 different masks (IoU < {SENSITIVITY_IOU})",
+                100.0 * f,
+                self.sensitivity.pairs
+            )),
+            None => s.push_str("\nsentence sensitivity: no image with two expressions naming different objects"),
+        }
+        if let Some(r) = self.iou_pearson {
+            s.push_str(&format!("\npredicted IoU vs true IoU: Pearson r = {r:.3}"));
         }
         s
     }
@@ -283,4 +451,36 @@ fn eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&v)?).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pearson_of_known_pairs() {
+        let r = pearson(&[(1.0, 2.0), (2.0, 4.0), (3.0, 6.5)]).unwrap();
+        assert!(r > 0.99 && r <= 1.0, "{r}");
+        let r = pearson(&[(1.0, 3.0), (2.0, 2.0), (3.0, 1.0)]).unwrap();
+        assert!((r + 1.0).abs() < 1e-12, "{r}");
+        assert_eq!(pearson(&[(1.0, 1.0), (1.0, 2.0)]), None, "constant side");
+        assert_eq!(pearson(&[(1.0, f64::NAN)]), None);
+    }
+
+    #[test]
+    fn sensitivity_counts_pairs_of_different_objects_only() {
+        let a = vec![1u8, 1, 0, 0];
+        let b = vec![0u8, 0, 1, 1];
+        let mut s = Sensitivity::default();
+        // Two sentences naming different objects (a, b): answered a and b (distinct), and a
+        // third naming `a` again, answered like the first (same object: not a pair).
+        s.add_image(&[(a.clone(), a.clone()), (b.clone(), b.clone()), (a.clone(), a.clone())]);
+        assert_eq!((s.pairs, s.distinct), (2, 2));
+        // The same mask for two different objects: not distinct.
+        s.add_image(&[(a.clone(), a.clone()), (a.clone(), b.clone())]);
+        assert_eq!((s.pairs, s.distinct), (3, 2));
+        assert!((s.fraction().unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(mask_iou(&[0, 0], &[0, 0]), 1.0);
+        assert_eq!(mask_iou(&a, &b), 0.0);
+    }
 }

@@ -16,6 +16,7 @@ mod model_files;
 mod pipeline;
 mod plots;
 mod segment;
+mod stage_cmd;
 mod synth_cmd;
 mod train_cmd;
 
@@ -41,6 +42,9 @@ enum Command {
     Synth(synth_cmd::SynthArgs),
     /// Train on a JSONL dataset (checkpoints, resume, validation, best model, plots).
     Train(train_cmd::TrainArgs),
+    /// One stage of the nano model's staged recipe on scenes generated on the fly
+    /// (vision-language, promptable, referring; resumable).
+    Stage(stage_cmd::StageArgs),
     /// Evaluate a model on a dataset split: gIoU, cIoU, Pr@X, per category and per tag.
     Eval(eval_cmd::EvalArgs),
     /// Write the model as one web bundle (configuration, tokenizer, q8/q4 weights) for the browser page.
@@ -134,6 +138,7 @@ fn main() -> Result<()> {
         Command::Segment(args) => segment::run(args),
         Command::Synth(args) => synth_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
+        Command::Stage(args) => stage_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::ExportWeb(args) => export_cmd::run(args),
         Command::Fetch(args) => fetch_cmd::run(args),

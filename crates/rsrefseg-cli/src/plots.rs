@@ -1,13 +1,8 @@
-//! Line charts of a training run as PNG (axes, lines, a legend of coloured boxes in series
-//! order), drawn with `image` alone so that no font or system library is needed.
+//! Line charts of training runs as SVG: title, numbered axes with labels, grid, and a legend
+//! with each series' name. SVG text is drawn by whatever shows the file, so writing a readable
+//! chart needs no font (this project's machines have none).
 
-use image::{Rgb, RgbImage};
 use std::path::Path;
-
-pub struct Series {
-    pub points: Vec<(f64, f64)>,
-    pub colour: [u8; 3],
-}
 
 /// Distinct colours for up to eight series.
 pub const PALETTE: [[u8; 3]; 8] = [
@@ -21,27 +16,40 @@ pub const PALETTE: [[u8; 3]; 8] = [
     [23, 190, 207],
 ];
 
-const W: u32 = 800;
-const H: u32 = 450;
-const LEFT: u32 = 50;
-const RIGHT: u32 = 20;
-const TOP: u32 = 40;
-const BOTTOM: u32 = 40;
+/// A named line for [`svg_chart`].
+pub struct NamedSeries {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
 
-/// Draw `series` (x = step) into a `W×H` PNG. The y range covers every finite value (0 is
-/// included so that the scale is comparable between plots); ticks mark tenths of each axis.
-pub fn line_chart(series: &[Series], path: &Path) -> Result<(), String> {
-    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
-    let finite = series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, 0f64, f64::MIN);
-    for &(x, y) in finite {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if x0 > x1 {
-        (x0, x1, y1) = (0.0, 1.0, 1.0);
+/// A "nice" tick step (1, 2 or 5 × 10^k) giving about `target` ticks over `span`.
+fn tick_step(span: f64, target: f64) -> f64 {
+    let raw = (span / target).max(f64::MIN_POSITIVE);
+    let mag = 10f64.powf(raw.log10().floor());
+    let r = raw / mag;
+    mag * if r < 1.5 { 1.0 } else if r < 3.5 { 2.0 } else if r < 7.5 { 5.0 } else { 10.0 }
+}
+
+fn fmt_tick(v: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 { 0 } else { (-step.log10().floor()) as usize };
+    format!("{v:.decimals$}")
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// A line chart as SVG: title, axis labels, numbered ticks, grid and a legend with each
+/// series' name. SVG text is drawn by the viewer, so no font is needed to write it.
+pub fn svg_chart(title: &str, x_label: &str, y_label: &str, series: &[NamedSeries], path: &Path) -> Result<(), String> {
+    let (w, h) = (820.0, 480.0);
+    let (left, right, top, bottom) = (70.0, 180.0, 40.0, 55.0);
+    let finite: Vec<(f64, f64)> =
+        series.iter().flat_map(|s| s.points.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+    let (mut x0, mut x1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (mut y0, mut y1) = finite.iter().fold((0f64, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    if finite.is_empty() {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
     if x1 - x0 < 1e-12 {
         x1 = x0 + 1.0;
@@ -49,78 +57,77 @@ pub fn line_chart(series: &[Series], path: &Path) -> Result<(), String> {
     if y1 - y0 < 1e-12 {
         y1 = y0 + 1.0;
     }
-    let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
-    let px = |x: f64| LEFT as f64 + (x - x0) / (x1 - x0) * pw;
-    let py = |y: f64| (H - BOTTOM) as f64 - (y - y0) / (y1 - y0) * ph;
-
-    // Grid, axes and ticks.
-    let grey = Rgb([225, 225, 225]);
-    let black = Rgb([0, 0, 0]);
-    for k in 0..=10 {
-        let gx = LEFT as f64 + pw * k as f64 / 10.0;
-        let gy = TOP as f64 + ph * k as f64 / 10.0;
-        line(&mut img, (gx, TOP as f64), (gx, (H - BOTTOM) as f64), grey);
-        line(&mut img, (LEFT as f64, gy), ((W - RIGHT) as f64, gy), grey);
-        line(&mut img, (gx, (H - BOTTOM) as f64), (gx, (H - BOTTOM + 5) as f64), black);
-        line(&mut img, ((LEFT - 5) as f64, gy), (LEFT as f64, gy), black);
+    let (xs, ys) = (tick_step(x1 - x0, 8.0), tick_step(y1 - y0, 6.0));
+    let y1 = (y1 / ys).ceil() * ys;
+    let y0 = (y0 / ys).floor() * ys;
+    let (pw, ph) = (w - left - right, h - top - bottom);
+    let px = |x: f64| left + (x - x0) / (x1 - x0) * pw;
+    let py = |y: f64| top + ph - (y - y0) / (y1 - y0) * ph;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
+        left + pw / 2.0,
+        escape(title)
+    );
+    let mut t = (x0 / xs).ceil() * xs;
+    while t <= x1 + 1e-9 {
+        let x = px(t);
+        svg.push_str(&format!(
+            "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#e6e6e6\"/>\
+             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+            top + ph,
+            top + ph + 16.0,
+            fmt_tick(t, xs)
+        ));
+        t += xs;
     }
-    line(&mut img, (LEFT as f64, TOP as f64), (LEFT as f64, (H - BOTTOM) as f64), black);
-    line(&mut img, (LEFT as f64, (H - BOTTOM) as f64), ((W - RIGHT) as f64, (H - BOTTOM) as f64), black);
-    if y0 < 0.0 {
-        line(&mut img, (LEFT as f64, py(0.0)), ((W - RIGHT) as f64, py(0.0)), Rgb([150, 150, 150]));
+    let mut t = y0;
+    while t <= y1 + 1e-9 {
+        let y = py(t);
+        svg.push_str(&format!(
+            "<line x1=\"{left}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#e6e6e6\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+            left + pw,
+            left - 6.0,
+            y + 4.0,
+            fmt_tick(t, ys)
+        ));
+        t += ys;
     }
-
-    for s in series {
-        let c = Rgb(s.colour);
-        let pts: Vec<(f64, f64)> =
-            s.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| (px(x), py(y))).collect();
-        for w in pts.windows(2) {
-            thick_line(&mut img, w[0], w[1], c);
-        }
-        for &p in &pts {
-            if pts.len() == 1 || s.points.len() < 40 {
-                fill_rect(&mut img, p.0 as i64 - 2, p.1 as i64 - 2, 5, 5, c);
-            }
-        }
+    svg.push_str(&format!(
+        "<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"black\"/>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n\
+         <text transform=\"translate(18,{:.1}) rotate(-90)\" text-anchor=\"middle\">{}</text>\n",
+        left + pw / 2.0,
+        h - 12.0,
+        escape(x_label),
+        top + ph / 2.0,
+        escape(y_label)
+    ));
+    for (k, s) in series.iter().enumerate() {
+        let [r, g, b] = PALETTE[k % PALETTE.len()];
+        let pts: Vec<String> = s
+            .points
+            .iter()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"rgb({r},{g},{b})\" stroke-width=\"1.6\" points=\"{}\"/>\n",
+            pts.join(" ")
+        ));
+        let ly = top + 12.0 + 20.0 * k as f64;
+        svg.push_str(&format!(
+            "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"rgb({r},{g},{b})\" stroke-width=\"3\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+            left + pw + 12.0,
+            left + pw + 36.0,
+            left + pw + 42.0,
+            ly + 4.0,
+            escape(&s.name)
+        ));
     }
-
-    // Legend: one coloured box per series, in order, along the top.
-    for (i, s) in series.iter().enumerate() {
-        let x = LEFT as i64 + 10 + 30 * i as i64;
-        fill_rect(&mut img, x - 1, 11, 20, 20, Rgb([0, 0, 0]));
-        fill_rect(&mut img, x, 12, 18, 18, Rgb(s.colour));
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    img.save(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
-    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-        img.put_pixel(x as u32, y as u32, c);
-    }
-}
-
-fn fill_rect(img: &mut RgbImage, x: i64, y: i64, w: i64, h: i64, c: Rgb<u8>) {
-    for yy in y..y + h {
-        for xx in x..x + w {
-            put(img, xx, yy, c);
-        }
-    }
-}
-
-/// A one-pixel line by uniform sampling along its longer extent.
-fn line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), c: Rgb<u8>) {
-    let n = (b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil().max(1.0) as usize;
-    for k in 0..=n {
-        let t = k as f64 / n as f64;
-        put(img, (a.0 + (b.0 - a.0) * t).round() as i64, (a.1 + (b.1 - a.1) * t).round() as i64, c);
-    }
-}
-
-fn thick_line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), c: Rgb<u8>) {
-    for (dx, dy) in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)] {
-        line(img, (a.0 + dx, a.1 + dy), (b.0 + dx, b.1 + dy), c);
-    }
+    svg.push_str("</svg>\n");
+    crate::train_cmd::write_file_atomic(path, svg.as_bytes())
 }

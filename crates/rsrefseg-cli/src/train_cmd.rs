@@ -15,7 +15,7 @@
 pub use crate::backend::{BackendKind, Precision};
 use crate::backend::{dispatch, BackendJob};
 use crate::eval_cmd::{evaluate, load_tokenizer, resolve_config, token_tensors};
-use crate::plots::{line_chart, Series, PALETTE};
+use crate::plots::{svg_chart, NamedSeries};
 use anyhow::{anyhow, bail, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
@@ -157,6 +157,16 @@ fn export_model<B: Backend>(model: RsRefSeg<B>) -> RsRefSeg<B> {
     RsRefSeg { siglip: model.siglip.merge_lora(), sam: model.sam.merge_lora(), ..model }
 }
 
+/// `bytes` into `path` atomically (a reader sees the old file or the new one).
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_atomic(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The model (LoRA merged) as a safetensors file in this crate's names, written atomically.
+pub fn write_model<B: Backend>(model: &RsRefSeg<B>, path: &Path) -> Result<()> {
+    write_safetensors(&export_model(model.clone()), path)
+}
+
 /// Canonical tensors as a safetensors file (f32 whatever the training precision), written
 /// atomically.
 fn write_safetensors<B: Backend>(model: &RsRefSeg<B>, path: &Path) -> Result<()> {
@@ -218,21 +228,22 @@ impl MetricsLog {
     }
 
     fn plots(&self, dir: &Path) -> Result<()> {
-        let series = |f: fn(&StepReport) -> f64, i: usize| Series {
+        let series = |name: &str, f: fn(&StepReport) -> f64| NamedSeries {
+            name: name.to_string(),
             points: self.steps.iter().map(|r| (r.step as f64, f(r))).collect(),
-            colour: PALETTE[i],
         };
-        // Legend order: total, bce, dice, ortho, contrastive.
         let losses = [
-            series(|r| r.total, 0),
-            series(|r| r.bce, 1),
-            series(|r| r.dice, 2),
-            series(|r| r.ortho, 3),
-            series(|r| r.contrastive, 4),
+            series("total", |r| r.total),
+            series("BCE", |r| r.bce),
+            series("Dice", |r| r.dice),
+            series("orthogonality", |r| r.ortho),
+            series("contrastive", |r| r.contrastive),
         ];
-        line_chart(&losses, &dir.join("loss.png")).map_err(anyhow::Error::msg)?;
-        let giou = Series { points: self.evals.iter().map(|&(s, g)| (s as f64, g)).collect(), colour: PALETTE[0] };
-        line_chart(&[giou], &dir.join("val_giou.png")).map_err(anyhow::Error::msg)
+        svg_chart("training loss (weighted terms)", "optimizer step", "loss", &losses, &dir.join("loss.svg"))
+            .map_err(anyhow::Error::msg)?;
+        let giou = NamedSeries { name: "gIoU".into(), points: self.evals.iter().map(|&(s, g)| (s as f64, g)).collect() };
+        svg_chart("validation gIoU", "optimizer step", "gIoU (fraction)", &[giou], &dir.join("val_giou.svg"))
+            .map_err(anyhow::Error::msg)
     }
 }
 

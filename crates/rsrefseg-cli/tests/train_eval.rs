@@ -86,7 +86,7 @@ fn train_resume_nan_stop_and_eval() {
     // Uninterrupted: 4 steps.
     let a = dir.join("run_a");
     ok(train(&a, "1e-3", &["--max-steps", "4", "--checkpoint-every", "2"]));
-    for f in ["config.json", "train_config.json", "tokenizer.json", "best.safetensors", "checkpoint/state.json", "plots/loss.png", "plots/val_giou.png"] {
+    for f in ["config.json", "train_config.json", "tokenizer.json", "best.safetensors", "checkpoint/state.json", "plots/loss.svg", "plots/val_giou.svg"] {
         assert!(a.join(f).is_file(), "{f} missing in the run directory");
     }
     let log = lines(&a.join("metrics.jsonl"));

@@ -73,12 +73,17 @@ impl RsRefSegConfig {
     ///   Background position embedding 4 × 4, resized to 64².
     /// - **SAM**: S = 256, d2 = 64 → image embedding 256 / 16 = 16 × 16, mask input / low-res
     ///   mask 64 × 64. Decoder transformer 4 heads, MLP 256 (4×; the released 2048 is 8× of 256),
-    ///   IoU head hidden 64 (= d2, as released), `mask_in_chans` 8 (not 4: the first
-    ///   mask-downscaling conv has `mask_in_chans / 4` channels).
+    ///   IoU head hidden 64 (= d2, as released), `mask_in_chans` 16 (SAM's own: the first
+    ///   mask-downscaling conv has `mask_in_chans / 4` = 4 channels and a LayerNorm over them;
+    ///   over 2 channels, as an earlier nano had, the LayerNorm reduces every position to the
+    ///   sign of one difference and the dense prompt's magnitude never reaches the decoder).
     /// - **Prompter**: 4 heads, attention width 64 (heads of 16), MLP 128, released depths
     ///   (2 decomposition, 2 first-order, 2 second-order blocks), n_t = 3, n_p = 9.
     /// - **Tokenizer**: `models/nano/tokenizer.json` ([`crate::synth::tokenizer::tokenizer_json`]),
-    ///   whose post-processor appends EOS; batches padded right to the longest sentence.
+    ///   whose post-processor appends EOS; every sentence padded right to the 32 positions, as
+    ///   SigLIP pads to its `max_length`: the text tower pools the last *position*, so with
+    ///   padding to the longest sentence of a batch a sentence would be pooled at another
+    ///   position (and give another t_sent) in training batches than alone at inference.
     pub fn nano() -> Self {
         let siglip = SiglipConfig::from_hf_json(&format!(
             r#"{{"model_type":"siglip",
@@ -99,7 +104,7 @@ impl RsRefSegConfig {
         let sam = Sam2Config::new(hiera)
             .with_image_size(256)
             .with_d_model(64)
-            .with_mask_in_chans(8)
+            .with_mask_in_chans(16)
             .with_transformer_num_heads(4)
             .with_transformer_mlp_dim(256)
             .with_iou_head_hidden_dim(64)
@@ -110,7 +115,7 @@ impl RsRefSegConfig {
         c.prompter = c.prompter.with_num_heads(4).with_internal_dim(64).with_mlp_dim(128);
         c.tokenizer = TokenizerConfig {
             special_tokens: SpecialTokens::FromTokenizer,
-            padding: Padding::Longest,
+            padding: Padding::MaxLength,
             padding_side: PaddingSide::Right,
             max_length: NANO_TEXT_POSITIONS,
             ..TokenizerConfig::rsrefseg2()

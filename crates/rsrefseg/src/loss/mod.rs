@@ -6,6 +6,9 @@
 //! - [`orthogonal`]: the two text subspaces t1/t2 should be orthogonal;
 //! - [`contrastive`]: sample-level contrast between the GT region of the raw SigLIP map and t2.
 //!
+//! The nano model's pretraining stages have their own objectives: [`sigmoid`] (SigLIP's pairwise
+//! sigmoid loss, vision–language stage) and [`promptable`] (SAM's focal + Dice + IoU loss).
+//!
 //! The released configs weight the segmentation terms ×5 ([`LossWeights::code`]); the paper states
 //! 1 ([`LossWeights::paper`]). Every term keeps its graph, so [`LossTerms::total`] backpropagates
 //! on an autodiff backend (the logits' upsampling goes through [`crate::nn::interpolate::bilinear`],
@@ -14,6 +17,8 @@
 pub mod bce_dice;
 pub mod contrastive;
 pub mod orthogonal;
+pub mod promptable;
+pub mod sigmoid;
 
 use burn::config::Config;
 use burn::module::{Module, Param};

@@ -17,12 +17,14 @@
 pub mod expressions;
 pub mod objects;
 pub mod scene;
+pub mod stream;
 pub mod tokenizer;
 pub mod writer;
 
 pub use expressions::{generate_expressions, resolve, vocabulary, Expression, Tag};
 pub use objects::{Category, Colour};
 pub use scene::{generate_scene, Scene, SceneObject};
+pub use stream::{SceneStream, StreamSample};
 pub use writer::{write_dataset, DatasetSummary};
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};

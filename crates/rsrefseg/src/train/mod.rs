@@ -7,6 +7,7 @@ pub mod clip;
 pub mod data_parallel;
 pub mod schedule;
 pub mod split_mix;
+pub mod stages;
 pub mod step;
 pub mod trainer;
 

@@ -34,6 +34,19 @@ impl Default for OptimConfig {
     }
 }
 
+impl OptimConfig {
+    /// The AdamW optimizer of these settings over a [`TrainModel`] (clipping is applied by the
+    /// caller, see [`clip_global_norm`]).
+    pub fn adamw<B: AutodiffBackend>(&self) -> Optim<B> {
+        AdamWConfig::new()
+            .with_weight_decay(self.weight_decay as f32)
+            .with_beta_1(self.beta1 as f32)
+            .with_beta_2(self.beta2 as f32)
+            .with_epsilon(self.epsilon as f32)
+            .init::<B, TrainModel<B>>()
+    }
+}
+
 /// Progress that must survive a restart.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
@@ -71,7 +84,8 @@ pub enum TrainError {
     Device { device: String },
 }
 
-type Optim<B> = OptimizerAdaptor<AdamW, TrainModel<B>, B>;
+/// AdamW over a [`TrainModel`].
+pub type Optim<B> = OptimizerAdaptor<AdamW, TrainModel<B>, B>;
 
 pub struct Trainer<B: AutodiffBackend> {
     pub model: TrainModel<B>,
@@ -105,12 +119,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         epochs: usize,
         device: &B::Device,
     ) -> Self {
-        let optim = AdamWConfig::new()
-            .with_weight_decay(optim_config.weight_decay as f32)
-            .with_beta_1(optim_config.beta1 as f32)
-            .with_beta_2(optim_config.beta2 as f32)
-            .with_epsilon(optim_config.epsilon as f32)
-            .init::<B, TrainModel<B>>();
+        let optim = optim_config.adamw();
         Self {
             model,
             optim,

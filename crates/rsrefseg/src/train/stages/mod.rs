@@ -1,0 +1,233 @@
+//! The staged recipe of the nano model, trained from scratch the way RSRefSeg 2 assumes its
+//! parts arrive (pretrained aligner + pretrained segmenter + a light prompter between them):
+//!
+//! 1. [`vision_language`]: nano-SigLIP learns words ↔ regions with SigLIP's sigmoid loss on the
+//!    synthetic scenes' referring expressions (every object's region and every patch against
+//!    every sentence of the batch), which also moves `logit_scale` / `logit_bias` to where the
+//!    dense prompt has both signs;
+//! 2. [`promptable`]: nano-SAM learns to segment whatever a point, a box or a coarse mask names,
+//!    with a correction click and its previous mask fed back (SAM's interactive recipe);
+//! 3. [`referring`]: RSRefSeg 2's own objective with the encoders of 1–2 frozen: each scene is
+//!    encoded once (no gradient) and the encoding serves every expression of the scene; the text
+//!    tower, the prompter and SAM's prompt encoder and decoder are trained.
+//!
+//! Data come from an endless seeded [`crate::synth::SceneStream`]: step `k` reads scenes
+//! `k·n .. (k+1)·n`, so no scene is seen twice and a resumed run continues exactly.
+//! [`StageRunner`] is the optimisation loop shared by the three stages (AdamW, warm-up then
+//! cosine, global-norm clipping, atomic checkpoints); each stage module only builds its loss.
+
+pub mod promptable;
+pub mod referring;
+pub mod vision_language;
+
+use super::checkpoint_io::write_atomic;
+use super::clip::clip_global_norm;
+use super::schedule::ScheduleConfig;
+use super::step::TrainModel;
+use super::trainer::{Optim, OptimConfig, TrainError};
+use crate::config::RsRefSegConfig;
+use crate::encoders::TextTokenizer;
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{GradientsParams, Optimizer};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The three stages, in recipe order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    VisionLanguage,
+    Promptable,
+    Referring,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::VisionLanguage, Stage::Promptable, Stage::Referring];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::VisionLanguage => "vision-language",
+            Stage::Promptable => "promptable",
+            Stage::Referring => "referring",
+        }
+    }
+}
+
+/// A stage's loss for one step: the total to back-propagate and named scalars to log.
+pub struct StageLoss<B: Backend> {
+    pub total: Tensor<B, 1>,
+    pub terms: Vec<(&'static str, Tensor<B, 1>)>,
+}
+
+impl<B: Backend> StageLoss<B> {
+    /// The logged scalars (the total first).
+    pub fn values(&self) -> Vec<(&'static str, f64)> {
+        let mut out = vec![("total", scalar(&self.total))];
+        out.extend(self.terms.iter().map(|(n, t)| (*n, scalar(t))));
+        out
+    }
+}
+
+fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
+    t.clone().into_data().convert::<f32>().to_vec::<f32>().map_or(f64::NAN, |v| v[0] as f64)
+}
+
+/// Progress of a stage that survives a restart.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageState {
+    /// Optimizer steps taken.
+    pub step: usize,
+}
+
+/// Settings of one stage run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageConfig {
+    pub stage: Stage,
+    pub steps: usize,
+    /// Scenes read per step (stage 3 answers every expression of each).
+    pub scenes_per_step: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    /// Seed of the scene stream and of the prompts drawn from it.
+    pub data_seed: u64,
+    /// Stage 3: fine-tune SAM's image encoder too (see [`referring`]).
+    #[serde(default)]
+    pub tune_sam_encoder: bool,
+}
+
+/// AdamW over a [`TrainModel`]: parameters that get no gradient in a stage (the parts it does
+/// not train) are left exactly as they are.
+pub struct StageRunner<B: AutodiffBackend> {
+    pub model: TrainModel<B>,
+    optim: Optim<B>,
+    pub config: StageConfig,
+    pub state: StageState,
+}
+
+impl<B: AutodiffBackend> StageRunner<B> {
+    pub fn new(model: TrainModel<B>, config: StageConfig) -> Self {
+        let optim = OptimConfig { weight_decay: config.weight_decay, ..OptimConfig::default() }.adamw();
+        Self { model, optim, config, state: StageState::default() }
+    }
+
+    /// Linear warm-up from 1 % of `lr`, then cosine to 1 % at the last step.
+    pub fn lr(&self) -> f64 {
+        let s = ScheduleConfig {
+            base_lr: self.config.lr,
+            warmup_epochs: self.config.warmup_steps as f64,
+            warmup_start_factor: 0.01,
+            cosine_begin_fraction: 0.0,
+            cosine_t_max: 1.0,
+            eta_min_ratio: 0.01,
+        };
+        s.lr_at(self.state.step, 1, self.config.steps.max(1))
+    }
+
+    pub fn done(&self) -> bool {
+        self.state.step >= self.config.steps
+    }
+
+    /// Back-propagate `loss`, clip, step. Returns (lr, gradient norm before clipping). A
+    /// non-finite loss or gradient stops before touching the weights.
+    pub fn apply(&mut self, loss: &StageLoss<B>) -> Result<(f64, f64), TrainError> {
+        let value = scalar(&loss.total);
+        if !value.is_finite() {
+            return Err(TrainError::NonFinite { value, step: self.state.step, epoch: 0 });
+        }
+        let grads = loss.total.backward();
+        let mut grads = GradientsParams::from_grads(grads, &self.model);
+        let norm = clip_global_norm(&self.model, &mut grads, self.config.grad_clip);
+        if !norm.is_finite() {
+            return Err(TrainError::NonFinite { value: norm, step: self.state.step, epoch: 0 });
+        }
+        let lr = self.lr();
+        self.model = self.optim.step(lr, self.model.clone(), grads);
+        self.state.step += 1;
+        Ok((lr, norm))
+    }
+
+    /// `model.bin`, `optim.bin`, then `state.json` (the pointer, last), each replaced atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
+        let err = |message: String| TrainError::Checkpoint { path: dir.display().to_string(), message };
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let model = recorder.record(self.model.clone().into_record(), ()).map_err(|e| err(e.to_string()))?;
+        let optim = recorder.record(self.optim.to_record(), ()).map_err(|e| err(e.to_string()))?;
+        write_atomic(&dir.join("model.bin"), &model).map_err(|e| err(e.to_string()))?;
+        write_atomic(&dir.join("optim.bin"), &optim).map_err(|e| err(e.to_string()))?;
+        let state = serde_json::to_vec_pretty(&(&self.state, &self.config)).expect("serialisable");
+        write_atomic(&dir.join("state.json"), &state).map_err(|e| err(e.to_string()))
+    }
+
+    /// Continue from [`Self::save`]'s files; the stage settings must be the ones saved.
+    pub fn resume(mut self, dir: &Path, device: &B::Device) -> Result<Self, TrainError> {
+        let err = |message: String| TrainError::Checkpoint { path: dir.display().to_string(), message };
+        let bytes = std::fs::read(dir.join("state.json")).map_err(|e| err(format!("state.json: {e}")))?;
+        let (state, config): (StageState, StageConfig) =
+            serde_json::from_slice(&bytes).map_err(|e| err(format!("state.json: {e}")))?;
+        if config != self.config {
+            return Err(err(format!(
+                "the checkpoint was made with other stage settings ({config:?}); use the same options or a new --out"
+            )));
+        }
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let model = std::fs::read(dir.join("model.bin")).map_err(|e| err(format!("model.bin: {e}")))?;
+        let optim = std::fs::read(dir.join("optim.bin")).map_err(|e| err(format!("optim.bin: {e}")))?;
+        self.model = self.model.load_record(recorder.load(model, device).map_err(|e| err(e.to_string()))?);
+        self.optim = self.optim.load_record(recorder.load(optim, device).map_err(|e| err(e.to_string()))?);
+        self.state = state;
+        Ok(self)
+    }
+
+    /// The inference model.
+    pub fn valid_model(&self) -> TrainModel<B::InnerBackend> {
+        self.model.valid()
+    }
+}
+
+/// `[b, 3, S, S]` model input of a batch of stream scenes.
+pub fn scenes_x01<B: Backend>(samples: &[crate::synth::StreamSample], device: &B::Device) -> Tensor<B, 4> {
+    let s = samples[0].scene.height;
+    let mut data = Vec::with_capacity(samples.len() * 3 * s * s);
+    for sample in samples {
+        assert_eq!((sample.scene.height, sample.scene.width), (s, s), "stream scenes must all be S×S");
+        data.extend(crate::synth::stream::scene_x01(&sample.scene));
+    }
+    Tensor::from_data(TensorData::new(data, [samples.len(), 3, s, s]), device)
+}
+
+/// Token ids and attention mask `[n, l]` of `sentences`, checked against the text tower.
+pub fn tokens<B: Backend>(
+    tokenizer: &TextTokenizer,
+    config: &RsRefSegConfig,
+    sentences: &[&str],
+    device: &B::Device,
+) -> Result<(Tensor<B, 2, Int>, Tensor<B, 2, Int>), String> {
+    let t = tokenizer.encode_batch(sentences).map_err(|e| e.to_string())?;
+    let tc = &config.siglip.text_config;
+    let (n, l) = (t.input_ids.len(), t.len());
+    if l > tc.max_position_embeddings {
+        return Err(format!("{l} tokens but the text tower has {} positions", tc.max_position_embeddings));
+    }
+    let ids: Vec<i64> = t.input_ids.iter().flatten().map(|&x| x as i64).collect();
+    if let Some(bad) = ids.iter().find(|&&id| id as usize >= tc.vocab_size) {
+        return Err(format!("token id {bad} is outside the vocabulary (0..{})", tc.vocab_size));
+    }
+    let mask: Vec<i64> = t.attention_mask.iter().flatten().map(|&x| x as i64).collect();
+    Ok((Tensor::from_data(TensorData::new(ids, [n, l]), device), Tensor::from_data(TensorData::new(mask, [n, l]), device)))
+}
+
+/// Integer index tensor `[n]`.
+pub(crate) fn index<B: Backend>(rows: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    Tensor::from_data(TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]), device)
+}
+
+/// Object masks `[n, 1, S, S]` in {0, 1}.
+pub(crate) fn masks<B: Backend>(masks: &[&[u8]], size: usize, device: &B::Device) -> Tensor<B, 4> {
+    let data: Vec<f32> = masks.iter().flat_map(|m| m.iter().map(|&v| f32::from(v != 0))).collect();
+    Tensor::from_data(TensorData::new(data, [masks.len(), 1, size, size]), device)
+}

@@ -1,0 +1,132 @@
+//! Stage 3: RSRefSeg 2's referring objective (BCE + Dice + orthogonality + sample contrastive,
+//! [`crate::loss::RefSegLoss`]) with the encoders of stages 1–2 frozen.
+//!
+//! The images of a step are encoded once on the inner (non-autodiff) backend — SigLIP vision and
+//! Hiera + FPN get no gradient — and each encoding is reused for every expression of its scene.
+//! The text tower, SigLIP's logit scale/bias, the prompter and SAM's prompt encoder and mask
+//! decoder (and the loss head's scalars) are trained. With `tune_sam_encoder` SAM's image
+//! encoder is fine-tuned too (as the paper tunes its encoders, here in full rather than through
+//! LoRA), still once per scene; SigLIP's vision tower stays frozen, keeping stage 1's alignment.
+//!
+//! One term is added to the released recipe: SAM's IoU-head loss (MSE between the predicted IoU
+//! and the IoU the mask reaches, as in stage 2). RSRefSeg 2 inherits a trained IoU head from SAM
+//! and never trains it; the nano model's would otherwise drift away from its masks while the
+//! decoder is fine-tuned, and the page shows the predicted IoU to the user.
+
+use super::{index, masks, scenes_x01, tokens, StageLoss};
+use crate::config::RsRefSegConfig;
+use crate::encoders::TextTokenizer;
+use crate::loss::{LossInputs, RefSegLoss};
+use crate::model::ImageEncoding;
+use crate::sam::image_encoder::ImageEncoderOutput;
+use crate::sam::mask_decoder::HighResFeatures;
+use crate::sam::Sam2ImageFeatures;
+use crate::synth::StreamSample;
+use crate::train::TrainModel;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+
+/// Encode the scenes once and repeat the encodings per row (`rows[i]` = scene of row i).
+/// SigLIP's vision tower always runs without gradient (lifted onto the autodiff backend as a
+/// constant); SAM's image encoder too, unless `tune_sam_encoder`, in which case it is encoded
+/// on the autodiff backend and fine-tuned with the rest (still once per scene).
+pub fn frozen_encoding<B: AutodiffBackend>(
+    model: &TrainModel<B>,
+    samples: &[StreamSample],
+    rows: &[usize],
+    tune_sam_encoder: bool,
+    device: &B::Device,
+) -> ImageEncoding<B> {
+    let idx = index::<B>(rows, device);
+    if tune_sam_encoder {
+        let x01 = scenes_x01::<B>(samples, device);
+        let inner = model.model.siglip.vision_model.valid();
+        let v = inner.forward(crate::pre::clip_pixels(x01.clone().inner(), model.model.clip_size));
+        let sam = model.model.sam.encode_image(crate::pre::sam_pixels(x01));
+        return ImageEncoding {
+            v: Tensor::<B, 3>::from_inner(v).select(0, idx.clone()),
+            sam: Sam2ImageFeatures {
+                image_embed: sam.image_embed.select(0, idx.clone()),
+                high_res: sam.high_res.map(|h| HighResFeatures {
+                    feat_s0: h.feat_s0.select(0, idx.clone()),
+                    feat_s1: h.feat_s1.select(0, idx.clone()),
+                }),
+                backbone: sam.backbone,
+            },
+        };
+    }
+    let inner = model.model.valid();
+    let x01 = scenes_x01::<B::InnerBackend>(samples, device);
+    let enc = inner.encode_image(x01);
+    let lift4 = |t: Tensor<B::InnerBackend, 4>| Tensor::<B, 4>::from_inner(t);
+    let pick4 = |t: Tensor<B::InnerBackend, 4>| lift4(t).select(0, idx.clone());
+    ImageEncoding {
+        v: Tensor::<B, 3>::from_inner(enc.v).select(0, idx.clone()),
+        sam: Sam2ImageFeatures {
+            image_embed: pick4(enc.sam.image_embed),
+            high_res: enc.sam.high_res.map(|h| HighResFeatures { feat_s0: pick4(h.feat_s0), feat_s1: pick4(h.feat_s1) }),
+            backbone: ImageEncoderOutput {
+                trunk: enc.sam.backbone.trunk.into_iter().map(lift4).collect(),
+                fpn: enc.sam.backbone.fpn.into_iter().map(lift4).collect(),
+            },
+        },
+    }
+}
+
+/// The stage-3 loss of a batch of scenes: every expression of every scene.
+pub fn loss<B: AutodiffBackend>(
+    model: &TrainModel<B>,
+    config: &RsRefSegConfig,
+    tokenizer: &TextTokenizer,
+    refseg: &RefSegLoss,
+    samples: &[StreamSample],
+    tune_sam_encoder: bool,
+    device: &B::Device,
+) -> Result<StageLoss<B>, String> {
+    let mut rows = Vec::new();
+    let mut sentences = Vec::new();
+    let mut targets: Vec<&[u8]> = Vec::new();
+    for (i, s) in samples.iter().enumerate() {
+        for e in &s.expressions {
+            rows.push(i);
+            sentences.push(e.sent.as_str());
+            targets.push(&s.scene.objects[e.target].mask);
+        }
+    }
+    if rows.is_empty() {
+        return Err("no expression in the batch".into());
+    }
+    let size = samples[0].scene.width;
+    let image = frozen_encoding(model, samples, &rows, tune_sam_encoder, device);
+    let (ids, mask) = tokens::<B>(tokenizer, config, &sentences, device)?;
+    let out = model.model.query(&image, ids, Some(mask), true);
+    let [n, g2, d] = image.v.dims();
+    let g = (g2 as f64).sqrt() as usize;
+    let gt = masks::<B>(&targets, size, device);
+    let reached = crate::loss::promptable::mask_iou(
+        crate::loss::bce_dice::upsample_logits(out.mask_logits.clone(), [size, size]),
+        gt.clone(),
+    );
+    let iou = (out.iou.reshape([n]) - reached).powi_scalar(2).mean();
+    let terms = refseg.forward(
+        LossInputs {
+            mask_logits: out.mask_logits,
+            gt,
+            t1: out.prompter.t1,
+            t2: out.prompter.t2,
+            v: image.v.swap_dims(1, 2).reshape([n, d, g, g]),
+        },
+        &model.decode_head,
+    );
+    Ok(StageLoss {
+        total: terms.total + iou.clone(),
+        terms: vec![
+            ("bce", terms.bce),
+            ("dice", terms.dice),
+            ("ortho", terms.ortho),
+            ("contrastive", terms.contrastive),
+            ("iou", iou),
+        ],
+    })
+}
