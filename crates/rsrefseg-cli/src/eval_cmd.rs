@@ -115,21 +115,7 @@ pub fn token_tensors<B: Backend>(
     sentences: &[&str],
     device: &B::Device,
 ) -> Result<(Tensor<B, 2, Int>, Tensor<B, 2, Int>)> {
-    let t = tokenizer.encode_batch(sentences).map_err(|e| anyhow!("{e}: {:?}", sentences))?;
-    let tc = &config.siglip.text_config;
-    let (b, l) = (t.input_ids.len(), t.len());
-    if l > tc.max_position_embeddings {
-        bail!("{:?} has {l} tokens but the text tower has {} positions", sentences, tc.max_position_embeddings);
-    }
-    let ids: Vec<i64> = t.input_ids.iter().flatten().map(|&x| x as i64).collect();
-    if let Some(bad) = ids.iter().find(|&&id| id as usize >= tc.vocab_size) {
-        bail!("token id {bad} of {sentences:?} is outside the model's vocabulary (0..{})", tc.vocab_size);
-    }
-    let mask: Vec<i64> = t.attention_mask.iter().flatten().map(|&x| x as i64).collect();
-    Ok((
-        Tensor::from_data(TensorData::new(ids, [b, l]), device),
-        Tensor::from_data(TensorData::new(mask, [b, l]), device),
-    ))
+    rsrefseg::train::stages::tokens(tokenizer, config, sentences, device).map_err(|e| anyhow!("{sentences:?}: {e}"))
 }
 
 /// Metrics over a split: overall and per `tag`.

@@ -238,7 +238,6 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
     let grid = config.prompter.grid;
     let started = Instant::now();
     let first_step = runner.state.step;
-    let mut last_scenes = 0usize;
 
     while !runner.done() {
         let step = runner.state.step;
@@ -260,7 +259,6 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
         };
         let values = loss.values();
         let (lr, grad_norm) = runner.apply(&loss).map_err(|e| anyhow!("{e}"))?;
-        last_scenes += samples.len();
         let secs = t0.elapsed().as_secs_f64();
         let mut line = json!({"kind": "step", "step": step, "lr": lr, "grad_norm": grad_norm, "seconds": secs});
         for (k, v) in &values {
@@ -297,7 +295,6 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
             log.plots(stage, &args.out.join("plots"))?;
         }
     }
-    let _ = last_scenes;
     eprintln!(
         "{}: {} steps in {:.0} s; weights in {}",
         stage.name(),
