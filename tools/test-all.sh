@@ -8,8 +8,9 @@
 #                            must reach its "ready" state (web/page-test.py)
 #   5. page test:            web/page-test.mjs (npm playwright-core, system Chromium): on WebGPU
 #                            and on the CPU, upload an image, type a sentence, press Enter, check
-#                            the mask; reload offline (service worker); screenshots in
-#                            target/page-test/
+#                            the mask; reload offline (service worker); each synthetic sample
+#                            sentence's mask against the generator's ground truth (IoU >= 0.5);
+#                            screenshots in target/page-test/
 # Installs what is missing first (tools/setup.sh). Prints the time each part took.
 #
 # Environment: SKIP_PAGE=1 skips parts 4 and 5 (and the trunk install).

@@ -14,6 +14,7 @@
 #   S1=40 S2=20 S3=20 WORK=target/smoke bash tools/train-nano.sh   # a quick smoke run
 #   ABLATION=single-stage bash tools/train-nano.sh   # the README's ablation rows: stage 3
 #   ABLATION=no-dense bash tools/train-nano.sh       # with one prompter change, same budget
+#   THREADS=1 …                              # stage 3 on one core (two runs side by side)
 #
 # Every stage resumes from its checkpoint after an interruption (run the same command again);
 # a finished stage is skipped. Scenes are generated on the fly (seeded), so the recipe is
@@ -70,7 +71,8 @@ wait "$P1"
 wait "$P2"
 "$BIN" stage --out "$WORK/$REF" --steps "$S3" --resume --init "$WORK/2-promptable/weights.safetensors" \
     --siglip-from "$WORK/1-vision-language/weights.safetensors" \
-    --config "$CONFIG" --stage referring --scenes-per-step 4 --lr 5e-4 --warmup-steps 100 --val-every 200
+    --config "$CONFIG" --stage referring --scenes-per-step 4 --lr 5e-4 --warmup-steps 100 --val-every 200 \
+    ${THREADS:+--threads "$THREADS"}
 
 "$BIN" eval --config "$CONFIG" --tokenizer models/nano/tokenizer.json --weights "$WORK/$REF/weights.safetensors" \
     --data "$WORK/test-data" --split test --json "$WORK/eval-test-$REF.json"

@@ -10,7 +10,10 @@
 // press Enter, wait for the mask, check that it is non-empty and of the image's size, run the
 // sentence again (re-query on the cached encoding), save a screenshot (--encode-again: encode the
 // image again, with the kernels compiled). On the first backend it
-// also reloads the page offline (service worker cache). Then, in a browser without WebGPU, the
+// also reloads the page offline (service worker cache). With the embedded model, every synthetic
+// sample of web/samples/samples.json is run with each of its sentences on the CPU backend and the
+// page's mask must overlap the generator's ground truth ("truth") with IoU ≥ 0.5
+// (--no-sample-check skips). Then, in a browser without WebGPU, the
 // page must fall back to the CPU and say so (--no-fallback-check skips). Prints the timings as JSON lines
 // ("page-test timing {...}") and "page-test: N passed, M failed".
 //
@@ -244,6 +247,74 @@ async function runBackend(backend, first) {
   }
 }
 
+/** COCO's compressed RLE (`counts` string, column-major runs starting with background) → a
+ * row-major 0/1 array of `h × w`. */
+function decodeRle({ size: [h, w], counts }) {
+  const runs = [];
+  for (let p = 0; p < counts.length; ) {
+    let x = 0, k = 0, more = true;
+    while (more) {
+      const c = counts.charCodeAt(p++) - 48;
+      x |= (c & 0x1f) << (5 * k++);
+      more = (c & 0x20) !== 0;
+      if (!more && c & 0x10) x |= -1 << (5 * k);
+    }
+    if (runs.length > 2) x += runs[runs.length - 2];
+    runs.push(x);
+  }
+  const out = new Uint8Array(h * w);
+  let i = 0;
+  runs.forEach((n, r) => {
+    for (let j = 0; j < n; j++, i++) if (r % 2) out[(i % h) * w + Math.floor(i / h)] = 1;
+  });
+  return out;
+}
+
+/** The page's synthetic samples answer their sentences on the object the sentence names: each
+ * mask (read back from the page's mask layer) overlaps the generator's ground truth with
+ * IoU ≥ 0.5. Runs on the CPU backend (SwiftShader's WebGPU is slow and numerically the same). */
+async function checkSamples() {
+  const index = JSON.parse(readFileSync(resolve("web/samples/samples.json"), "utf8"));
+  const synthetic = index.samples.filter((s) => s.truth);
+  console.log(`page-test: ${synthetic.length} synthetic samples against their ground truth (CPU)`);
+  const page = await context.newPage();
+  try {
+    await page.goto(`${base}?backend=cpu&model=${model}`);
+    await page.waitForSelector("body[data-ready='1']", { timeout });
+    for (const sample of synthetic) {
+      await page.evaluate(() => (document.getElementById("input-status").dataset.state = ""));
+      await page.setInputFiles("#file-input", resolve("web/samples", sample.file));
+      await page.waitForSelector("#input-status[data-state='image'], #input-status[data-state='error']", { timeout });
+      for (const [k, sentence] of sample.sentences.entries()) {
+        await page.evaluate(() => (document.getElementById("result").dataset.state = "empty"));
+        await page.fill("#sentence", sentence);
+        await page.press("#sentence", "Enter");
+        await page.waitForSelector("#result[data-state='done'], #result[data-state='error']", { timeout });
+        const got = await page.$eval("#mask-canvas", (c) => {
+          const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+          return { w: c.width, h: c.height, mask: Array.from({ length: c.width * c.height }, (_, i) => (d[4 * i + 3] > 0 ? 1 : 0)) };
+        });
+        const truth = decodeRle(sample.truth[k]);
+        const [h, w] = sample.truth[k].size;
+        let inter = 0, union = 0;
+        if (got.w === w && got.h === h) {
+          for (let i = 0; i < w * h; i++) {
+            inter += got.mask[i] & truth[i];
+            union += got.mask[i] | truth[i];
+          }
+        }
+        const iou = union ? inter / union : 0;
+        check(iou >= 0.5, `${sample.file}: "${sentence}" mask IoU with the ground truth ${iou.toFixed(3)} ≥ 0.5`);
+      }
+    }
+  } catch (err) {
+    failed++;
+    console.log(`  FAILED: ${err.message}`);
+  } finally {
+    await page.close();
+  }
+}
+
 async function imageSize(page) {
   const buf = readFileSync(imagePath).toString("base64");
   return page.evaluate(async (b64) => {
@@ -284,6 +355,7 @@ async function checkFallback() {
 
 try {
   for (const [i, b] of backends.entries()) await runBackend(b, i === 0);
+  if (embedded && !args.includes("--no-sample-check")) await checkSamples();
   if (!args.includes("--no-fallback-check")) await checkFallback();
 } finally {
   await context.close();

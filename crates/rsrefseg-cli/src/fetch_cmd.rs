@@ -178,6 +178,9 @@ pub struct FetchArgs {
     /// Retries per file after a network failure; each continues where the last one stopped.
     #[arg(long, default_value_t = 3)]
     pub retries: u32,
+    /// Seconds without a byte from the server before a try is given up (then retried).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub stall_timeout: u64,
     /// Print the presets (repositories, revisions, files) and exit; needs no network.
     #[arg(long)]
     pub list: bool,
@@ -257,7 +260,11 @@ pub fn run(args: FetchArgs) -> Result<()> {
         }
     }
     if let Some(id) = &args.repo {
-        anyhow::ensure!(id.split('/').count() == 2, "--repo must be owner/name, got {id:?}");
+        anyhow::ensure!(id.split('/').count() == 2 && safe_relative(id), "--repo must be owner/name, got {id:?}");
+        anyhow::ensure!(safe_relative(&args.revision), "--revision {:?} is not a branch, tag or commit name", args.revision);
+        for f in &args.files {
+            anyhow::ensure!(safe_relative(f), "--file {f:?} {UNSAFE_PATH}");
+        }
         let kind = if args.dataset { RepoType::Dataset } else { RepoType::Model };
         let repo = Repo::with_revision(id.clone(), kind, args.revision.clone());
         let files = (!args.files.is_empty()).then(|| args.files.iter().map(|f| (f.clone(), true)).collect());
@@ -296,7 +303,7 @@ pub fn run(args: FetchArgs) -> Result<()> {
         Some(dir) => Layout::Dir(dir.clone()),
         None => Layout::Cache(cache),
     };
-    let client = Client::new(token, &endpoint, args.retries, !args.no_progress);
+    let client = Client::new(token, &endpoint, args.retries, args.stall_timeout, !args.no_progress);
     let mut failures = Vec::new();
     let (mut fetched, mut skipped) = (0usize, 0usize);
     for job in &jobs {
@@ -352,6 +359,24 @@ fn print_presets() {
     println!("Not on the hub: RRSIS-D and RISBench (see the README).");
 }
 
+const UNSAFE_PATH: &str = "is not a safe relative path (absolute, `..`, `.` or empty component, or a backslash)";
+
+/// Whether a repository path (file name, `owner/name`, revision) stays below the directory it
+/// is joined to: `/`-separated, non-empty components other than `.` and `..`, no backslash or
+/// NUL, not absolute.
+fn safe_relative(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 4096
+        && !name.contains(['\\', '\0'])
+        && name.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// A commit id as the hub sends it in `X-Repo-Commit`: 40 lowercase hex digits (git sha1) or 64
+/// (sha256 repositories). Anything else never becomes a directory name.
+fn valid_commit(c: &str) -> bool {
+    matches!(c.len(), 40 | 64) && c.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// "model repo owner/name (revision main)".
 fn repo_label(repo: &Repo) -> String {
     let url = repo.url();
@@ -376,6 +401,11 @@ fn list_repo(api: &ApiRepo, label: &str) -> Result<Vec<String>> {
     let files: Vec<String> =
         info.siblings.into_iter().map(|s| s.rfilename).filter(|f| f != ".gitattributes").collect();
     anyhow::ensure!(!files.is_empty(), "{label} lists no files");
+    // The names become paths under --out / the cache: one that could leave it refuses the whole
+    // listing (a real repository never has one).
+    if let Some(bad) = files.iter().find(|f| !safe_relative(f)) {
+        anyhow::bail!("{label} lists the file {bad:?}, which {UNSAFE_PATH}; nothing was downloaded");
+    }
     Ok(files)
 }
 
@@ -541,12 +571,12 @@ struct Client {
 }
 
 impl Client {
-    fn new(token: Option<String>, endpoint: &str, retries: u32, progress: bool) -> Self {
+    fn new(token: Option<String>, endpoint: &str, retries: u32, stall_timeout: u64, progress: bool) -> Self {
         let builder = || {
             ureq::AgentBuilder::new()
                 .try_proxy_from_env(true)
                 .timeout_connect(Duration::from_secs(30))
-                .timeout_read(Duration::from_secs(120))
+                .timeout_read(Duration::from_secs(stall_timeout))
                 .user_agent(concat!("rsrefseg/", env!("CARGO_PKG_VERSION"), "; hf-hub/0.4"))
         };
         Client {
@@ -656,6 +686,11 @@ impl Client {
                 };
                 if etag.is_empty() || etag.contains(['/', '\\']) || etag == "." || etag == ".." {
                     return Err(FetchError::Other(anyhow::anyhow!("the server sent an unusable ETag {etag:?} for {url}")));
+                }
+                if let Some(c) = meta.commit.as_deref().filter(|c| !valid_commit(c)) {
+                    return Err(FetchError::Other(anyhow::anyhow!(
+                        "the server sent an invalid commit id (X-Repo-Commit {c:?}) for {url}; nothing was written"
+                    )));
                 }
                 let commit = meta.commit.clone().unwrap_or_else(|| job.repo.revision().to_string());
                 let repo_dir = cache.path().join(job.repo.folder_name());

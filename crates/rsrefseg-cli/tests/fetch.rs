@@ -58,6 +58,10 @@ struct State {
     ignore_range: bool,
     /// Base URL of the LFS storage the resolve URLs redirect to (default: this server).
     storage: Option<String>,
+    /// `X-Repo-Commit` sent instead of [`COMMIT`] (a hostile server).
+    commit_header: Option<String>,
+    /// Seconds to sleep before answering a file request (a stalled server).
+    stall: u64,
 }
 
 struct Hub {
@@ -232,7 +236,13 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>, base: &str) {
     let Some(f) = repo.files.get(file).cloned() else {
         return hub_error(&mut stream, "404 Not Found", "EntryNotFound", "Entry not found");
     };
-    let commit = ("X-Repo-Commit", COMMIT.to_string());
+    let commit = ("X-Repo-Commit", st.commit_header.clone().unwrap_or_else(|| COMMIT.to_string()));
+    if st.stall > 0 {
+        let secs = st.stall;
+        drop(st);
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+        st = state.lock().unwrap();
+    }
     if f.lfs {
         let etag = f.etag.clone().unwrap_or_else(|| sha256(&f.content));
         let location = format!("{}/cdn/{}", st.storage.as_deref().unwrap_or(base), sha256(&f.content));
@@ -640,4 +650,94 @@ fn presets_resolve_to_the_table_repositories() {
     let out = fetch(&dir, &["--endpoint", &hub.url], &[]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("nothing to fetch"), "{}", show(&out));
+}
+
+/// Every path under `root` (files, links, directories), relative to it.
+fn tree(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().to_path_buf());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn names_from_the_server_or_the_command_line_never_leave_the_output() {
+    let dir = scratch("escape");
+    let out_dir = dir.join("a/b/out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let victim = dir.join("a/victim.txt");
+    std::fs::write(&victim, b"keep me").unwrap();
+    let out_s = out_dir.to_str().unwrap();
+
+    // A listing whose names climb out of --out, or are absolute: refused before any download.
+    for name in ["../../../victim.txt", "ok/../../../../victim.txt", "/tmp/rsrefseg-fetch-abs.txt", "a\\..\\x", "./x", "a//b"] {
+        let hub = Hub::start(vec![("owner/evil", repo(vec![("config.json", plain(b"{}")), (name, plain(b"pwned"))]))]);
+        let out = fetch(&dir, &["--repo", "owner/evil", "--endpoint", &hub.url, "--out", out_s], &[]);
+        assert!(!out.status.success(), "{name}: {}", show(&out));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(&format!("{name:?}")) && stderr.contains("not a safe relative path"), "{name}: {}", show(&out));
+        assert!(hub.log().iter().all(|r| r.path.starts_with("/api/")), "{name}: nothing downloaded: {:?}", hub.log());
+        assert_eq!(read(&victim), b"keep me");
+        assert!(tree(&out_dir).is_empty(), "{name}: {:?}", tree(&out_dir));
+    }
+    assert!(!Path::new("/tmp/rsrefseg-fetch-abs.txt").exists());
+
+    // The same names on the command line, and a repository or revision that climbs.
+    let hub = Hub::start(vec![("owner/public", repo(vec![("config.json", plain(b"{}"))]))]);
+    for args in [
+        vec!["--repo", "owner/public", "--file", "../../../victim.txt"],
+        vec!["--repo", "owner/public", "--file", "/etc/passwd"],
+        vec!["--repo", "../..", "--file", "config.json"],
+        vec!["--repo", "owner/public", "--revision", "../../x", "--file", "config.json"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--endpoint", &hub.url, "--out", out_s]);
+        let out = fetch(&dir, &a, &[]);
+        assert!(!out.status.success(), "{args:?}: {}", show(&out));
+        assert!(hub.log().is_empty(), "{args:?}: no request: {:?}", hub.log());
+    }
+    assert_eq!(read(&victim), b"keep me");
+    assert!(tree(&out_dir).is_empty());
+}
+
+#[test]
+fn a_hostile_commit_header_creates_nothing_outside_the_cache() {
+    let dir = scratch("commit-header");
+    let cache = dir.join("x/y/cache");
+    for header in ["../../../../escaped", "/tmp/rsrefseg-abs-commit", "main", "0123456789ABCDEF0123456789abcdef01234567"] {
+        let hub = Hub::start(vec![("owner/public", repo(vec![("config.json", plain(b"{}"))]))]);
+        hub.state.lock().unwrap().commit_header = Some(header.to_string());
+        let out = fetch(&dir, &["--repo", "owner/public", "--file", "config.json", "--endpoint", &hub.url, "--cache-dir", cache.to_str().unwrap()], &[]);
+        assert!(!out.status.success(), "{header}: {}", show(&out));
+        assert!(text(&out.stderr).contains("invalid commit id"), "{header}: {}", show(&out));
+        assert!(!tree(&dir).iter().any(|p| p.to_string_lossy().contains("escaped")), "{:?}", tree(&dir));
+        assert!(!tree(&cache).iter().any(|p| p.to_string_lossy().contains("snapshots/")), "{header}: {:?}", tree(&cache));
+    }
+    assert!(!Path::new("/tmp/rsrefseg-abs-commit").exists());
+}
+
+#[test]
+fn a_stalled_server_is_given_up_after_the_stall_timeout() {
+    let dir = scratch("stall");
+    let hub = Hub::start(vec![("owner/public", repo(vec![("config.json", plain(b"{}"))]))]);
+    hub.state.lock().unwrap().stall = 30;
+    let start = std::time::Instant::now();
+    let out = fetch(
+        &dir,
+        &["--repo", "owner/public", "--file", "config.json", "--endpoint", &hub.url, "--out", dir.join("out").to_str().unwrap(), "--retries", "1", "--stall-timeout", "1"],
+        &[],
+    );
+    let took = start.elapsed().as_secs_f64();
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(took < 15.0, "gave up after {took:.1} s");
+    assert!(text(&out.stderr).contains("config.json"), "{}", show(&out));
 }

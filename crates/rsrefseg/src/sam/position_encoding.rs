@@ -7,7 +7,7 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor, TensorData};
 use std::f64::consts::PI;
 
 #[derive(Config, Debug)]
@@ -17,11 +17,14 @@ pub struct PositionEmbeddingRandomConfig {
 }
 
 impl PositionEmbeddingRandomConfig {
-    /// The matrix starts at zero; checkpoints always provide it (it is a buffer upstream).
+    /// `G ~ N(0, 1)` (SAM's `scale` 1), frozen: upstream it is a buffer, drawn once and never
+    /// trained. A model trained from scratch needs the random frequencies — with `G = 0` every
+    /// point, box corner and image cell gets the same encoding, so neither the prompts nor the
+    /// decoder's image attention know *where* anything is. Checkpoints overwrite it; the
+    /// frozen flag survives loading.
     pub fn init<B: Backend>(&self, device: &B::Device) -> PositionEmbeddingRandom<B> {
-        PositionEmbeddingRandom {
-            positional_encoding_gaussian_matrix: Param::from_tensor(Tensor::zeros([2, self.num_pos_feats], device)),
-        }
+        let g = Tensor::random([2, self.num_pos_feats], Distribution::Normal(0.0, 1.0), device);
+        PositionEmbeddingRandom { positional_encoding_gaussian_matrix: Param::from_tensor(g).set_require_grad(false) }
     }
 }
 
@@ -73,5 +76,33 @@ impl<B: Backend> PositionEmbeddingRandom<B> {
         let device = coords.device();
         let size = Tensor::<B, 1>::from_data(TensorData::new(vec![width as f32, height as f32], [2]), &device);
         self.encode(coords / size.reshape([1, 1, 2]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    type B = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+
+    /// A model built from scratch must tell positions apart (with an all-zero `G` every point
+    /// and cell encoded as `[0…0, 1…1]`, which the nano model was once trained with) and must
+    /// not train `G` (a buffer upstream).
+    #[test]
+    fn fresh_encoding_separates_positions_and_is_frozen() {
+        let device = Default::default();
+        let pe = PositionEmbeddingRandomConfig::new(32).init::<B>(&device);
+        assert!(!pe.positional_encoding_gaussian_matrix.is_require_grad());
+        let coords = Tensor::<B, 3>::from_data(TensorData::new(vec![10f32, 10., 200., 40., 60., 230.], [1, 3, 2]), &device);
+        let e: Vec<f32> = pe.encode_pixels(coords, [256, 256]).into_data().to_vec().unwrap();
+        let (a, b, c) = (&e[0..64], &e[64..128], &e[128..192]);
+        let dist = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| (p - q).powi(2)).sum::<f32>().sqrt();
+        // Unit-norm halves: distinct positions are far apart on the 2F-sphere of radius √F.
+        for (x, y) in [(a, b), (a, c), (b, c)] {
+            assert!(dist(x, y) > 2.0, "positions encoded alike: {}", dist(x, y));
+        }
+        let dense: Vec<f32> = pe.dense([4, 4]).into_data().to_vec().unwrap();
+        let first: Vec<f32> = (0..64).map(|ch| dense[ch * 16]).collect();
+        let last: Vec<f32> = (0..64).map(|ch| dense[ch * 16 + 15]).collect();
+        assert!(dist(&first, &last) > 2.0);
     }
 }
