@@ -10,6 +10,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use rsrefseg::checkpoint::HostTensor;
 use rsrefseg::post::logits_at_original_size;
 use rsrefseg::pre::RgbImage;
+use rsrefseg::train::checkpoint_io::{lock_dir, write_atomic};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -51,6 +52,9 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
     let img = model_files::read_image(&args.image)?;
     let config = model_files::load_config(&args.model)?;
     let tokens = model_files::tokens(&args.text, &args.model, &config)?;
+    // One run at a time per directory, every file replaced atomically: the outputs of a
+    // directory always belong to one run (result.json describes the mask.png beside it).
+    let _lock = lock_dir(&args.out_dir).map_err(anyhow::Error::msg)?;
     let model = model_files::load_model::<B>(&args.model, &config, &device)?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
 
@@ -62,7 +66,6 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
         .localization()
         .map(|dense| HostTensor::from_tensor(sigmoid(logits_at_original_size(dense, run.geometry))));
 
-    std::fs::create_dir_all(&args.out_dir).with_context(|| format!("cannot create {}", args.out_dir.display()))?;
     let path = |name: &str| args.out_dir.join(name);
     save(&mask_image(&img, &mask), &path("mask.png"))?;
     save(&overlay_image(&img, &mask), &path("overlay.png"))?;
@@ -98,13 +101,17 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
         },
     });
     let json_path = path("result.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&summary)?).with_context(|| format!("cannot write {}", json_path.display()))?;
+    write_atomic(&json_path, serde_json::to_string_pretty(&summary)?.as_bytes())
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }
 
+/// PNG-encode in memory, then replace `path` atomically.
 fn save(img: &image::RgbImage, path: &Path) -> Result<()> {
-    img.save(path).with_context(|| format!("cannot write {}", path.display()))
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png).with_context(|| format!("cannot encode {}", path.display()))?;
+    write_atomic(path, png.get_ref()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// White object on black.

@@ -204,6 +204,47 @@ fn segment_writes_mask_overlay_heatmap_and_summary() {
     assert!(summary["timings_ms"]["encode_image"].as_f64().unwrap() > 0.0);
 }
 
+/// Outputs replace links instead of writing through them, and a directory in use by another run
+/// is refused with nothing written (four runs sharing one --out-dir once left an overlay.png of
+/// two interleaved PNGs and a result.json describing another run's mask).
+#[cfg(unix)]
+#[test]
+fn segment_outputs_are_atomic_and_a_busy_directory_is_refused() {
+    let dir = scratch("segment-atomic");
+    let (png, _, _, _) = fixture_inputs(&dir);
+    let out_dir = dir.join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let victim = dir.join("victim.png");
+    std::fs::write(&victim, b"keep me").unwrap();
+    std::os::unix::fs::symlink(&victim, out_dir.join("overlay.png")).unwrap();
+    let args = ["segment", "--image", png.to_str().unwrap(), "--text", "the largest ship", "--out-dir", out_dir.to_str().unwrap()];
+    let out = rsrefseg(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me", "the link's target is untouched");
+    image::open(out_dir.join("overlay.png")).expect("a PNG replaced the link");
+    let leftovers: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Another run holds the directory: refused, outputs untouched.
+    let before = std::fs::read(out_dir.join("mask.png")).unwrap();
+    std::fs::remove_file(out_dir.join("mask.png")).unwrap();
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(out_dir.join(".rsrefseg.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = rsrefseg(&args);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("in use by another rsrefseg run"), "{}", text(&out.stderr));
+    assert!(!out_dir.join("mask.png").exists(), "nothing written while the directory is busy");
+    drop(lock);
+    let out = rsrefseg(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(out_dir.join("mask.png")).unwrap(), before);
+}
+
 #[test]
 fn segment_without_a_model_runs_the_embedded_nano() {
     let dir = scratch("segment-nomodel");
