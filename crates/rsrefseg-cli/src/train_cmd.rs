@@ -265,6 +265,12 @@ impl BackendJob for Train {
 fn train<B: AutodiffBackend>(args: TrainArgs, devices: Vec<B::Device>) -> Result<()> {
     anyhow::ensure!(args.batch_size >= 1 && args.grad_accum >= 1 && args.epochs >= 1, "--epochs, --batch-size and --grad-accum must be at least 1");
     anyhow::ensure!(args.eval_every >= 1, "--eval-every must be at least 1");
+    anyhow::ensure!(args.lr.is_finite() && args.lr > 0.0, "--lr must be a finite number > 0, not {}", args.lr);
+    anyhow::ensure!(
+        args.warmup_epochs.is_finite() && args.warmup_epochs >= 0.0,
+        "--warmup-epochs must be a finite number ≥ 0, not {}",
+        args.warmup_epochs
+    );
     let device = devices[0].clone();
     let n_devices = devices.len();
     let out = &args.out;
@@ -316,7 +322,12 @@ fn train<B: AutodiffBackend>(args: TrainArgs, devices: Vec<B::Device>) -> Result
     }
     let n = train.len();
     anyhow::ensure!(n > 0, "train.jsonl has no samples");
-    let batch = args.batch_size.min(n);
+    anyhow::ensure!(
+        args.batch_size <= n,
+        "--batch-size {} is larger than the {n} training samples: use at most {n}",
+        args.batch_size
+    );
+    let batch = args.batch_size;
     anyhow::ensure!(
         batch.is_multiple_of(n_devices),
         "a batch of {batch} samples does not split evenly over {n_devices} devices: make --batch-size a multiple of the number of --devices"

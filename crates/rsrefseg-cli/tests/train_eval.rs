@@ -79,6 +79,12 @@ fn train_resume_nan_stop_and_eval() {
             "--out".into(), d(out), "--epochs".into(), "2".into(), "--batch-size".into(), "2".into(), "--lr".into(),
             lr.into(), "--warmup-epochs".into(), "0".into(), "--eval-every".into(), "1".into(), "--seed".into(), "3".into(), "--threads".into(), "2".into(),
         ];
+        // An option given in `extra` replaces its default above.
+        for flag in extra.iter().filter(|a| a.starts_with("--")) {
+            if let Some(i) = args.iter().position(|a| a == flag) {
+                args.drain(i..i + 2);
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         rsrefseg(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
@@ -107,6 +113,33 @@ fn train_resume_nan_stop_and_eval() {
     assert_eq!(la.iter().map(|x| x.0).collect::<Vec<_>>(), lb.iter().map(|x| x.0).collect::<Vec<_>>());
     for ((s, x), (_, y)) in la.iter().zip(&lb) {
         assert!((x - y).abs() <= 1e-4, "step {s}: {x} vs {y}\n{la:?}\n{lb:?}");
+    }
+
+    // A damaged newest checkpoint (one flipped bit) is detected by its digest and the previous
+    // one is used, with a warning; once the run goes on, checkpoints are written again.
+    let model4 = b.join("checkpoint/model-4.bin");
+    let mut bytes = std::fs::read(&model4).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x04;
+    std::fs::write(&model4, bytes).unwrap();
+    let out = ok(train(&b, "1e-3", &["--max-steps", "4", "--checkpoint-every", "2", "--resume"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("older checkpoint") && err.contains("model-4.bin is damaged"), "{err}");
+    assert!(b.join("checkpoint/state-4.json").is_file() && b.join("checkpoint/state-2.json").is_file());
+
+    // Options that cannot train are refused before anything is written.
+    for (lr, extra, needle) in [
+        ("nan", vec![], "--lr"),
+        ("-1", vec![], "'-1'"),
+        ("0", vec![], "--lr"),
+        ("1e-3", vec!["--warmup-epochs", "nan"], "--warmup-epochs"),
+        ("1e-3", vec!["--batch-size", "1000"], "larger than the"),
+    ] {
+        let run = dir.join("run_refused");
+        let out = train(&run, lr, &extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle), "--lr {lr} {extra:?}: {err}");
+        assert!(!run.join("checkpoint").exists());
     }
 
     // A resumed run must keep the options that fix the batch sequence; a fresh run does not

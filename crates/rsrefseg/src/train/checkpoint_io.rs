@@ -1,8 +1,14 @@
 //! Atomic files: a checkpoint (or any output) is either the old one or the new one, never half
 //! written; and exclusive output directories, so two runs never interleave their files.
 
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use serde::{de::DeserializeOwned, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Write `bytes` to `path` through a temporary file in the same directory, fsync it, then rename
 /// over the target (atomic on POSIX file systems).
@@ -30,6 +36,147 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// sha256 of `bytes` as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The canonical name of the first parameter of `module` holding a NaN or an infinity (`None`
+/// when every value is finite). Checked before a checkpoint replaces a good one, so a run that
+/// diverged never overwrites the weights it could be recovered from.
+pub fn first_non_finite<B: Backend, M: Module<B>>(module: &M) -> Option<String> {
+    struct Find {
+        tracker: crate::checkpoint::PathTracker,
+        found: Option<String>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Find {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.tracker.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.tracker.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if self.found.is_none() {
+                let v = param.val();
+                // x − x is 0 for finite x and NaN for NaN and ±inf.
+                let bad = (v.clone() - v).is_nan().any().into_data().to_vec::<bool>().is_ok_and(|b| b.first() == Some(&true));
+                if bad {
+                    self.found = Some(self.tracker.current().0);
+                }
+            }
+        }
+    }
+    let mut f = Find { tracker: Default::default(), found: None };
+    module.visit(&mut f);
+    f.found
+}
+
+/// A checkpoint as files: `{name}-{step}.bin` blobs and `state-{step}.json` recording their
+/// sha256, plus `state.json` (a copy of the newest state, written last). The last `keep`
+/// checkpoints stay on disk; [`load_verified`] falls back to an older one when the newest is
+/// damaged (torn, zeroed, bit-flipped: anything that changes a digest).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Manifest<S> {
+    step: usize,
+    /// File name → sha256.
+    digests: BTreeMap<String, String>,
+    state: S,
+}
+
+/// Write one checkpoint: each blob, then its state file, then `state.json`; older checkpoints
+/// beyond the newest `keep` are removed.
+pub fn save_verified<S: Serialize>(dir: &Path, step: usize, blobs: &[(&str, &[u8])], state: &S, keep: usize) -> std::io::Result<()> {
+    let mut digests = BTreeMap::new();
+    for (name, bytes) in blobs {
+        let file = format!("{name}-{step}.bin");
+        write_atomic(&dir.join(&file), bytes)?;
+        digests.insert(file, sha256_hex(bytes));
+    }
+    let manifest = serde_json::to_vec_pretty(&Manifest { step, digests, state }).map_err(std::io::Error::other)?;
+    write_atomic(&dir.join(format!("state-{step}.json")), &manifest)?;
+    write_atomic(&dir.join("state.json"), &manifest)?;
+    let steps = checkpoint_steps(dir);
+    for &old in steps.iter().skip(keep.max(1)) {
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == format!("state-{old}.json") || (name.ends_with(&format!("-{old}.bin")) && !name.starts_with('.')) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Steps with a `state-{step}.json` in `dir`, newest first.
+fn checkpoint_steps(dir: &Path) -> Vec<usize> {
+    let mut steps: Vec<usize> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("state-")?.strip_suffix(".json")?.parse().ok()
+        })
+        .collect();
+    steps.sort_unstable_by(|a, b| b.cmp(a));
+    steps
+}
+
+/// The newest checkpoint of `dir` whose files match their digests and which `accept` takes
+/// (it decodes the blobs, by name without the step: `"model"` → bytes). Damaged checkpoints are
+/// reported on stderr and skipped; the error lists why each candidate was refused.
+pub fn load_verified<S: DeserializeOwned, T>(
+    dir: &Path,
+    mut accept: impl FnMut(&S, &BTreeMap<String, Vec<u8>>) -> Result<T, String>,
+) -> Result<(S, T), String> {
+    let mut candidates: Vec<PathBuf> = vec![dir.join("state.json")];
+    candidates.extend(checkpoint_steps(dir).into_iter().map(|s| dir.join(format!("state-{s}.json"))));
+    let mut refused = Vec::new();
+    let mut tried = std::collections::HashSet::new();
+    for path in candidates {
+        let attempt = (|| {
+            let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+            let m: Manifest<S> = serde_json::from_slice(&bytes).map_err(|e| format!("unreadable ({e})"))?;
+            if !tried.insert(m.step) {
+                return Err(String::new());
+            }
+            let mut blobs = BTreeMap::new();
+            for (file, digest) in &m.digests {
+                let data = std::fs::read(dir.join(file)).map_err(|e| format!("{file}: {e}"))?;
+                if &sha256_hex(&data) != digest {
+                    return Err(format!("{file} is damaged (its sha256 differs from the one recorded when it was written)"));
+                }
+                let key = file.strip_suffix(&format!("-{}.bin", m.step)).unwrap_or(file).to_string();
+                blobs.insert(key, data);
+            }
+            let decoded = accept(&m.state, &blobs)?;
+            Ok((m.state, decoded))
+        })();
+        match attempt {
+            Ok(found) => {
+                if !refused.is_empty() {
+                    eprintln!("warning: resuming from an older checkpoint of {}: {}", dir.display(), refused.join("; "));
+                }
+                return Ok(found);
+            }
+            Err(e) if e.is_empty() => {}
+            Err(e) => refused.push(format!("{}: {e}", path.file_name().unwrap_or_default().to_string_lossy())),
+        }
+    }
+    Err(if refused.is_empty() {
+        format!("no checkpoint in {}", dir.display())
+    } else {
+        format!("no usable checkpoint in {}: {}", dir.display(), refused.join("; "))
+    })
+}
+
+/// Decode a burn record, turning a decoder panic (burn's recorder panics on some malformed
+/// input; digests make that a file this program wrote, so it should never happen) into an error.
+pub fn decode_record<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| Err(format!("{what} could not be decoded")))
 }
 
 /// Holds a directory for one run: an exclusive lock on `DIR/.rsrefseg.lock`, released when
@@ -101,5 +248,63 @@ mod tests {
         drop(held);
         lock_dir(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("rsrefseg-ckpt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn load(dir: &Path) -> Result<(u32, Vec<u8>), String> {
+        load_verified::<u32, Vec<u8>>(dir, |_, blobs| Ok(blobs["model"].clone()))
+    }
+
+    #[test]
+    fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+        let dir = scratch("fallback");
+        for step in 1..=3u32 {
+            save_verified(&dir, step as usize, &[("model", &[step as u8; 64])], &step, 2).unwrap();
+        }
+        // Only the last two are kept.
+        assert!(!dir.join("model-1.bin").exists() && !dir.join("state-1.json").exists());
+        assert_eq!(load(&dir).unwrap(), (3, vec![3; 64]));
+        // Truncated, zeroed, one bit flipped: each is detected and step 2 is used.
+        for damage in [&b"\x03\x03"[..], &[0u8; 64][..], &{
+            let mut v = vec![3u8; 64];
+            v[17] ^= 0x10;
+            v
+        }[..]] {
+            std::fs::write(dir.join("model-3.bin"), damage).unwrap();
+            assert_eq!(load(&dir).unwrap(), (2, vec![2; 64]));
+        }
+        // Both damaged: a clear error naming the files, no panic.
+        std::fs::write(dir.join("model-2.bin"), b"").unwrap();
+        let e = load(&dir).unwrap_err();
+        assert!(e.contains("model-3.bin is damaged") && e.contains("model-2.bin is damaged"), "{e}");
+        // A decoder that refuses (wrong settings) is a refusal too.
+        save_verified(&dir, 4, &[("model", &[4u8; 8])], &4u32, 2).unwrap();
+        let e = load_verified::<u32, ()>(&dir, |_, _| Err("other settings".into())).unwrap_err();
+        assert!(e.contains("other settings"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn non_finite_parameters_are_named() {
+        use burn::module::Param;
+        type B = burn::backend::NdArray<f32>;
+        #[derive(burn::module::Module, Debug)]
+        struct Two<B: Backend> {
+            a: Param<Tensor<B, 1>>,
+            b: Param<Tensor<B, 2>>,
+        }
+        let d = Default::default();
+        let ok = Two::<B> { a: Param::from_tensor(Tensor::from_floats([1.0, 2.0], &d)), b: Param::from_tensor(Tensor::zeros([2, 2], &d)) };
+        assert_eq!(first_non_finite(&ok), None);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let m = Two::<B> { a: Param::from_tensor(Tensor::from_floats([1.0, 2.0], &d)), b: Param::from_tensor(Tensor::from_floats([[0.0, bad], [1.0, 1.0]], &d)) };
+            assert_eq!(first_non_finite(&m).as_deref(), Some("b"));
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! schedule, checkpoints (atomic, resumable), the guard against non-finite losses and
 //! data-parallel steps over several devices ([`super::data_parallel`]).
 
-use super::checkpoint_io::write_atomic;
+use super::checkpoint_io::{decode_record, first_non_finite, load_verified, save_verified};
 use super::clip::clip_global_norm;
 use super::data_parallel::{materialize, shard_step, DataParallel, ShardOutput};
 use super::schedule::ScheduleConfig;
@@ -80,6 +80,8 @@ pub enum TrainError {
     NonFinite { value: f64, step: usize, epoch: usize },
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: String, message: String },
+    #[error("parameter {name} is not finite after step {step}: the checkpoint was not written and the last good one is kept. Lower the learning rate or check the data")]
+    NonFiniteWeights { name: String, step: usize },
     #[error("the training worker on device {device} stopped (its panic message is above); the last checkpoint is kept")]
     Device { device: String },
 }
@@ -237,52 +239,35 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.model.valid()
     }
 
-    /// Write `model.bin`, `optim.bin` and `state.json` into `dir` atomically (each file is
-    /// replaced in one rename; `state.json` goes last, so a crash between files leaves a state
-    /// that points at consistent, older-or-equal weights only if both were written — the loader
-    /// checks the step recorded in each file).
+    /// Write the checkpoint of this step into `dir` (see [`save_verified`]: `model-N.bin`,
+    /// `optim-N.bin`, `state-N.json` with their sha256, then `state.json`; the previous
+    /// checkpoint is kept as a fallback). Weights that are not finite are never written.
     pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
         let err = |message: String| TrainError::Checkpoint { path: dir.display().to_string(), message };
+        if let Some(name) = first_non_finite(&self.model) {
+            return Err(TrainError::NonFiniteWeights { name, step: self.state.step });
+        }
         let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
         let model = recorder.record(self.model.clone().into_record(), ()).map_err(|e| err(e.to_string()))?;
         let optim = recorder.record(self.optim.to_record(), ()).map_err(|e| err(e.to_string()))?;
-        let state = serde_json::to_vec_pretty(&self.state).expect("serialisable");
-        let step = self.state.step;
-        write_atomic(&dir.join(format!("model-{step}.bin")), &model).map_err(|e| err(e.to_string()))?;
-        write_atomic(&dir.join(format!("optim-{step}.bin")), &optim).map_err(|e| err(e.to_string()))?;
-        // The pointer is written last: it names files that are complete.
-        write_atomic(&dir.join("state.json"), &state).map_err(|e| err(e.to_string()))?;
-        // Older step files are no longer referenced.
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                let old = ["model-", "optim-"].iter().any(|p| name.starts_with(p))
-                    && name.ends_with(".bin")
-                    && name != format!("model-{step}.bin")
-                    && name != format!("optim-{step}.bin");
-                if old {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-        Ok(())
+        save_verified(dir, self.state.step, &[("model", &model), ("optim", &optim)], &self.state, 2).map_err(|e| err(e.to_string()))
     }
 
-    /// Continue from the checkpoint in `dir` (as written by [`Self::save`]).
+    /// Continue from the newest intact checkpoint in `dir` (as written by [`Self::save`]).
     pub fn resume(mut self, dir: &Path) -> Result<Self, TrainError> {
         let err = |message: String| TrainError::Checkpoint { path: dir.display().to_string(), message };
-        let state: TrainState = serde_json::from_slice(
-            &std::fs::read(dir.join("state.json")).map_err(|e| err(format!("state.json: {e}")))?,
-        )
-        .map_err(|e| err(format!("state.json: {e}")))?;
         let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-        let step = state.step;
-        let model_bytes = std::fs::read(dir.join(format!("model-{step}.bin"))).map_err(|e| err(format!("model-{step}.bin: {e}")))?;
-        let optim_bytes = std::fs::read(dir.join(format!("optim-{step}.bin"))).map_err(|e| err(format!("optim-{step}.bin: {e}")))?;
-        let record = recorder.load(model_bytes, &self.device).map_err(|e| err(e.to_string()))?;
-        self.model = self.model.load_record(record);
-        let record = recorder.load(optim_bytes, &self.device).map_err(|e| err(e.to_string()))?;
-        self.optim = self.optim.load_record(record);
+        let device = self.device.clone();
+        let (state, (model, optim)) = load_verified::<TrainState, _>(dir, |_, blobs| {
+            let blob = |k: &str| blobs.get(k).cloned().ok_or_else(|| format!("no {k} file"));
+            let (m, o) = (blob("model")?, blob("optim")?);
+            let model = decode_record("the model record", || recorder.load(m, &device).map_err(|e| e.to_string()))?;
+            let optim = decode_record("the optimizer record", || recorder.load(o, &device).map_err(|e| e.to_string()))?;
+            Ok((model, optim))
+        })
+        .map_err(err)?;
+        self.model = self.model.load_record(model);
+        self.optim = self.optim.load_record(optim);
         self.state = state;
         self.pending.clear();
         self.accumulator = GradientsAccumulator::new();

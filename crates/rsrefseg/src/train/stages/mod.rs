@@ -20,7 +20,7 @@ pub mod promptable;
 pub mod referring;
 pub mod vision_language;
 
-use super::checkpoint_io::write_atomic;
+use super::checkpoint_io::{decode_record, first_non_finite, load_verified, save_verified};
 use super::clip::clip_global_norm;
 use super::schedule::ScheduleConfig;
 use super::step::TrainModel;
@@ -151,34 +151,41 @@ impl<B: AutodiffBackend> StageRunner<B> {
         Ok((lr, norm))
     }
 
-    /// `model.bin`, `optim.bin`, then `state.json` (the pointer, last), each replaced atomically.
+    /// The checkpoint of this step (see [`save_verified`]: blobs with their sha256, the previous
+    /// checkpoint kept as a fallback); weights that are not finite are never written.
     pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
         let err = |message: String| TrainError::Checkpoint { path: dir.display().to_string(), message };
+        if let Some(name) = first_non_finite(&self.model) {
+            return Err(TrainError::NonFiniteWeights { name, step: self.state.step });
+        }
         let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
         let model = recorder.record(self.model.clone().into_record(), ()).map_err(|e| err(e.to_string()))?;
         let optim = recorder.record(self.optim.to_record(), ()).map_err(|e| err(e.to_string()))?;
-        write_atomic(&dir.join("model.bin"), &model).map_err(|e| err(e.to_string()))?;
-        write_atomic(&dir.join("optim.bin"), &optim).map_err(|e| err(e.to_string()))?;
-        let state = serde_json::to_vec_pretty(&(&self.state, &self.config)).expect("serialisable");
-        write_atomic(&dir.join("state.json"), &state).map_err(|e| err(e.to_string()))
+        let state = (&self.state, &self.config);
+        save_verified(dir, self.state.step, &[("model", &model), ("optim", &optim)], &state, 2).map_err(|e| err(e.to_string()))
     }
 
-    /// Continue from [`Self::save`]'s files; the stage settings must be the ones saved.
+    /// Continue from the newest intact checkpoint of [`Self::save`]; the stage settings must be
+    /// the ones saved.
     pub fn resume(mut self, dir: &Path, device: &B::Device) -> Result<Self, TrainError> {
         let err = |message: String| TrainError::Checkpoint { path: dir.display().to_string(), message };
-        let bytes = std::fs::read(dir.join("state.json")).map_err(|e| err(format!("state.json: {e}")))?;
-        let (state, config): (StageState, StageConfig) =
-            serde_json::from_slice(&bytes).map_err(|e| err(format!("state.json: {e}")))?;
-        if config != self.config {
-            return Err(err(format!(
-                "the checkpoint was made with other stage settings ({config:?}); use the same options or a new --out"
-            )));
-        }
         let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-        let model = std::fs::read(dir.join("model.bin")).map_err(|e| err(format!("model.bin: {e}")))?;
-        let optim = std::fs::read(dir.join("optim.bin")).map_err(|e| err(format!("optim.bin: {e}")))?;
-        self.model = self.model.load_record(recorder.load(model, device).map_err(|e| err(e.to_string()))?);
-        self.optim = self.optim.load_record(recorder.load(optim, device).map_err(|e| err(e.to_string()))?);
+        let own = self.config.clone();
+        let ((state, _), (model, optim)) = load_verified::<(StageState, StageConfig), _>(dir, |(_, config), blobs| {
+            if *config != own {
+                return Err(format!(
+                    "the checkpoint was made with other stage settings ({config:?}); use the same options or a new --out"
+                ));
+            }
+            let blob = |k: &str| blobs.get(k).cloned().ok_or_else(|| format!("no {k} file"));
+            let (m, o) = (blob("model")?, blob("optim")?);
+            let model = decode_record("the model record", || recorder.load(m, device).map_err(|e| e.to_string()))?;
+            let optim = decode_record("the optimizer record", || recorder.load(o, device).map_err(|e| e.to_string()))?;
+            Ok((model, optim))
+        })
+        .map_err(err)?;
+        self.model = self.model.load_record(model);
+        self.optim = self.optim.load_record(optim);
         self.state = state;
         Ok(self)
     }
