@@ -131,6 +131,14 @@ impl RsRefSegConfig {
 
     pub fn from_json(json: &str) -> Result<Self, String> {
         let c: Self = serde_json::from_str(json).map_err(|e| format!("invalid model configuration: {e}"))?;
+        // A misspelt field would otherwise silently fall back to its default.
+        let input: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("invalid model configuration: {e}"))?;
+        let known = serde_json::to_value(&c).map_err(|e| e.to_string())?;
+        let mut unknown = Vec::new();
+        unknown_fields(&input, &known, "", &mut unknown);
+        if !unknown.is_empty() {
+            return Err(format!("invalid model configuration: unknown field(s) {}", unknown.join(", ")));
+        }
         c.validate()?;
         Ok(c)
     }
@@ -149,8 +157,17 @@ impl RsRefSegConfig {
         self.sam.image_size
     }
 
-    /// Check that the parts agree (widths, grid, positions).
+    /// Check every part (each value a layer divides by, indexes with or iterates over; see
+    /// `SiglipConfig::check`, `Sam2Config::check`, `PrompterConfig::check`), then that the parts
+    /// agree (widths, grid, positions). Every entry point (CLI, trainer, web bundles) builds
+    /// models through a validated configuration.
     pub fn validate(&self) -> Result<(), String> {
+        self.siglip.check()?;
+        self.sam.check()?;
+        self.prompter.check()?;
+        if self.tokenizer.max_length == 0 {
+            return Err("tokenizer max_length must be at least 1".into());
+        }
         let v = &self.siglip.vision_config;
         let t = &self.siglip.text_config;
         let p = &self.prompter;
@@ -179,6 +196,19 @@ impl RsRefSegConfig {
             return Err(format!("SAM image_size {} is not a multiple of {}", self.sam.image_size, self.sam.backbone_stride));
         }
         Ok(())
+    }
+}
+
+/// Keys of `input` (recursively through objects) that the parsed configuration does not have.
+fn unknown_fields(input: &serde_json::Value, known: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    if let (Some(i), Some(k)) = (input.as_object(), known.as_object()) {
+        for (key, value) in i {
+            let at = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            match k.get(key) {
+                Some(kv) => unknown_fields(value, kv, &at, out),
+                None => out.push(at),
+            }
+        }
     }
 }
 
@@ -243,5 +273,48 @@ mod tests {
         let mut c = RsRefSegConfig::browser();
         c.prompter.grid = 24;
         assert!(c.validate().unwrap_err().contains("grid"));
+    }
+
+    /// Each of these once panicked inside a layer's constructor or the validator (attention with
+    /// 0 heads or a width not divisible by them, Hiera's window list / q_pool / global blocks,
+    /// SigLIP's patch grid, SAM's scalp and patch stride, `image_size` 0) or was silently
+    /// accepted (unknown fields, out-of-range FPN levels). Now each is an error naming the field,
+    /// and nothing is built.
+    #[test]
+    fn every_bad_field_is_an_error_not_a_panic() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut RsRefSegConfig)>)> = vec![
+            ("num_attention_heads", Box::new(|c| c.siglip.text_config.num_attention_heads = 0)),
+            ("num_attention_heads", Box::new(|c| c.siglip.vision_config.num_attention_heads = 7)),
+            ("patch_size", Box::new(|c| c.siglip.vision_config.patch_size = 0)),
+            ("layer_norm_eps", Box::new(|c| c.siglip.vision_config.layer_norm_eps = -1e-6)),
+            ("window_spec", Box::new(|c| c.sam.hiera.window_spec = vec![8, 4])),
+            ("q_pool", Box::new(|c| c.sam.hiera.q_pool = 9)),
+            ("global_att_blocks", Box::new(|c| c.sam.hiera.global_att_blocks = vec![99])),
+            ("num_heads", Box::new(|c| c.sam.hiera.num_heads = 0)),
+            ("patch_stride", Box::new(|c| c.sam.hiera.patch_stride = 0)),
+            ("scalp", Box::new(|c| c.sam.scalp = 9)),
+            ("fpn_top_down_levels", Box::new(|c| c.sam.fpn_top_down_levels = vec![2, 7])),
+            ("image_size", Box::new(|c| c.sam.image_size = 0)),
+            ("mask_in_chans", Box::new(|c| c.sam.mask_in_chans = 8 + 2)),
+            ("transformer_num_heads", Box::new(|c| c.sam.transformer_num_heads = 0)),
+            ("num_heads", Box::new(|c| c.prompter.num_heads = 0)),
+            ("internal_dim", Box::new(|c| c.prompter.internal_dim = 65)),
+            ("max_length", Box::new(|c| c.tokenizer.max_length = 0)),
+        ];
+        for (field, break_it) in cases {
+            let mut c = RsRefSegConfig::nano();
+            break_it(&mut c);
+            let err = c.validate().expect_err(field);
+            assert!(err.contains(field), "{field}: {err}");
+            // The JSON entry point says the same, and `init` refuses without building.
+            let err = RsRefSegConfig::from_json(&c.to_json()).expect_err(field);
+            assert!(err.contains(field), "{field}: {err}");
+            assert!(c.init::<burn::backend::NdArray<f32>>(&Default::default()).is_err(), "{field}");
+        }
+        let mut v: serde_json::Value = serde_json::from_str(&RsRefSegConfig::nano().to_json()).unwrap();
+        v["sam"]["hiera"]["embed_dimm"] = 32.into();
+        v["promter"] = serde_json::json!({});
+        let err = RsRefSegConfig::from_json(&v.to_string()).unwrap_err();
+        assert!(err.contains("sam.hiera.embed_dimm") && err.contains("promter"), "{err}");
     }
 }

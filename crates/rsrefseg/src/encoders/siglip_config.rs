@@ -100,6 +100,50 @@ impl SiglipTextConfig {
     }
 }
 
+impl SiglipConfig {
+    /// Every value the towers divide by, index with or iterate over, checked before anything is
+    /// built.
+    pub fn check(&self) -> Result<(), String> {
+        let t = &self.text_config;
+        let v = &self.vision_config;
+        for (tower, width, heads, mlp, eps) in [
+            ("text", t.hidden_size, t.num_attention_heads, t.intermediate_size, t.layer_norm_eps),
+            ("vision", v.hidden_size, v.num_attention_heads, v.intermediate_size, v.layer_norm_eps),
+        ] {
+            if width == 0 || heads == 0 || width % heads != 0 {
+                return Err(format!("SigLIP {tower}: hidden_size {width} must be a non-zero multiple of num_attention_heads {heads}"));
+            }
+            if mlp == 0 || width > 65536 || mlp > 262144 {
+                return Err(format!("SigLIP {tower}: intermediate_size {mlp} / hidden_size {width} out of range"));
+            }
+            if !(eps.is_finite() && eps > 0.0) {
+                return Err(format!("SigLIP {tower}: layer_norm_eps must be a finite number > 0, not {eps}"));
+            }
+        }
+        if t.vocab_size == 0 || t.max_position_embeddings == 0 {
+            return Err("SigLIP text: vocab_size and max_position_embeddings must be at least 1".into());
+        }
+        if t.vocab_size > 4_000_000 || t.max_position_embeddings > 65536 {
+            return Err(format!(
+                "SigLIP text: vocab_size {} / max_position_embeddings {} beyond any released model",
+                t.vocab_size, t.max_position_embeddings
+            ));
+        }
+        if v.patch_size == 0 || v.image_size == 0 || v.image_size % v.patch_size != 0 || v.image_size > 16384 {
+            return Err(format!(
+                "SigLIP vision: image_size {} must be a multiple of patch_size {} (both ≥ 1, image_size ≤ 16384)",
+                v.image_size, v.patch_size
+            ));
+        }
+        if v.num_channels != 3 {
+            return Err(format!("SigLIP vision: num_channels {} (RGB input needs 3)", v.num_channels));
+        }
+        self.text_config.activation()?;
+        v.activation()?;
+        Ok(())
+    }
+}
+
 impl SiglipVisionConfig {
     pub fn activation(&self) -> Result<Activation, String> {
         Activation::from_hf(&self.hidden_act).ok_or_else(|| format!("unsupported hidden_act {:?}", self.hidden_act))

@@ -87,6 +87,33 @@ pub struct PrompterConfig {
 }
 
 impl PrompterConfig {
+    /// Every value the prompter divides by or sizes a layer with, checked before it is built.
+    pub fn check(&self) -> Result<(), String> {
+        let sizes = [
+            ("clip_dim", self.clip_dim),
+            ("prompt_dim", self.prompt_dim),
+            ("grid", self.grid),
+            ("num_text_queries", self.num_text_queries),
+            ("num_prompts", self.num_prompts),
+            ("num_heads", self.num_heads),
+            ("internal_dim", self.internal_dim),
+            ("mlp_dim", self.mlp_dim),
+        ];
+        if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("prompter: {name} must be at least 1"));
+        }
+        if let Some((name, v)) = sizes.iter().find(|(_, v)| *v > 65536) {
+            return Err(format!("prompter: {name} {v} is beyond any released model"));
+        }
+        if self.internal_dim % self.num_heads != 0 {
+            return Err(format!("prompter: internal_dim {} is not a multiple of num_heads {}", self.internal_dim, self.num_heads));
+        }
+        if self.decomposition_depth > 64 || self.first_order_depth > 64 || self.second_order_depth > 64 {
+            return Err("prompter: depths above 64".into());
+        }
+        Ok(())
+    }
+
     pub fn init<B: Backend>(&self, device: &B::Device) -> CascadedPrompter<B> {
         let d1 = self.clip_dim;
         let d2 = self.prompt_dim;

@@ -118,6 +118,54 @@ impl HieraConfig {
         self.block_plan().iter().rev().filter(|b| b.stage_end).map(|b| b.dim_out).collect()
     }
 
+    /// Every value the trunk divides by, indexes with or iterates over, checked before anything
+    /// is built (the builders below assume a configuration that passed).
+    pub fn check(&self) -> Result<(), String> {
+        let e = |m: String| Err(format!("Hiera: {m}"));
+        if self.embed_dim == 0 || self.num_heads == 0 {
+            return e(format!("embed_dim {} and num_heads {} must be at least 1", self.embed_dim, self.num_heads));
+        }
+        if self.stages.is_empty() || self.stages.contains(&0) {
+            return e(format!("stages {:?} must be a non-empty list of block counts ≥ 1", self.stages));
+        }
+        if self.window_spec.len() != self.stages.len() || self.window_spec.contains(&0) {
+            return e(format!("window_spec {:?} needs one window ≥ 1 per stage ({} stages)", self.window_spec, self.stages.len()));
+        }
+        if self.q_pool >= self.stages.len() {
+            return e(format!("q_pool {} must be below the number of stages {}", self.q_pool, self.stages.len()));
+        }
+        if self.q_stride.contains(&0) || self.patch_stride == 0 || self.patch_kernel_size == 0 {
+            return e(format!(
+                "q_stride {:?}, patch_stride {} and patch_kernel_size {} must be at least 1",
+                self.q_stride, self.patch_stride, self.patch_kernel_size
+            ));
+        }
+        if self.window_pos_embed_bkg_spatial_size.contains(&0) {
+            return e(format!("window_pos_embed_bkg_spatial_size {:?} must be at least 1", self.window_pos_embed_bkg_spatial_size));
+        }
+        for (name, v) in [("dim_mul", self.dim_mul), ("head_mul", self.head_mul), ("mlp_ratio", self.mlp_ratio), ("layer_norm_eps", self.layer_norm_eps)] {
+            if !(v.is_finite() && v > 0.0) {
+                return e(format!("{name} must be a finite number > 0, not {v}"));
+            }
+        }
+        let depth: usize = self.stages.iter().sum();
+        if depth > 1024 {
+            return e(format!("{depth} blocks is beyond any released model (at most 1024)"));
+        }
+        if let Some(b) = self.global_att_blocks.iter().find(|&&b| b >= depth) {
+            return e(format!("global_att_blocks holds block {b}, but there are only {depth} blocks"));
+        }
+        for (i, b) in self.block_plan().iter().enumerate() {
+            if b.heads == 0 || b.dim_out == 0 || b.dim_out % b.heads != 0 {
+                return e(format!("block {i} has width {} and {} heads (the width must be a non-zero multiple of the heads)", b.dim_out, b.heads));
+            }
+            if b.dim_out > 65536 {
+                return e(format!("block {i} has width {}, beyond any released model", b.dim_out));
+            }
+        }
+        Ok(())
+    }
+
     /// The per-block settings the reference computes in `Hiera.__init__`.
     fn block_plan(&self) -> Vec<BlockPlan> {
         assert_eq!(

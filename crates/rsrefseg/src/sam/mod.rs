@@ -83,6 +83,72 @@ pub struct Sam2Config {
 }
 
 impl Sam2Config {
+    /// Every value SAM divides by, indexes with or iterates over (the trunk's through
+    /// [`HieraConfig::check`]), checked before anything is built.
+    pub fn check(&self) -> Result<(), String> {
+        self.hiera.check()?;
+        let e = |m: String| Err(format!("SAM: {m}"));
+        let levels = self.hiera.stages.len();
+        if self.d_model == 0 || self.image_size == 0 || self.backbone_stride == 0 {
+            return e(format!(
+                "d_model {}, image_size {} and backbone_stride {} must be at least 1",
+                self.d_model, self.image_size, self.backbone_stride
+            ));
+        }
+        if self.image_size > 16384 {
+            return e(format!("image_size {} is above 16384", self.image_size));
+        }
+        if self.image_size % self.backbone_stride != 0 {
+            return e(format!("image_size {} is not a multiple of backbone_stride {}", self.image_size, self.backbone_stride));
+        }
+        let kept = levels.checked_sub(self.scalp).filter(|&k| k >= 1);
+        let Some(kept) = kept else {
+            return e(format!("scalp {} drops all {levels} feature levels", self.scalp));
+        };
+        if self.use_high_res_features && kept < 3 {
+            return e(format!("use_high_res_features needs 3 feature levels after scalp {}, the trunk has {levels}", self.scalp));
+        }
+        if let Some(l) = self.fpn_top_down_levels.iter().find(|&&l| l >= levels) {
+            return e(format!("fpn_top_down_levels holds level {l}, but the trunk has {levels} levels"));
+        }
+        // The image embedding is the last kept level: its stride must be backbone_stride.
+        let [qh, qw] = self.hiera.q_stride;
+        let pools = (kept - 1).min(self.hiera.q_pool) as u32;
+        let (sh, sw) = (self.hiera.patch_stride * qh.pow(pools), self.hiera.patch_stride * qw.pow(pools));
+        if sh != self.backbone_stride || sw != self.backbone_stride {
+            return e(format!(
+                "the image embedding comes out at stride {sh}×{sw} (patch_stride · q_stride^pools), not backbone_stride {}",
+                self.backbone_stride
+            ));
+        }
+        if self.mask_in_chans < 4 || self.mask_in_chans % 4 != 0 {
+            return e(format!(
+                "mask_in_chans {} must be a multiple of 4 (its first LayerNorm runs over mask_in_chans / 4 channels)",
+                self.mask_in_chans
+            ));
+        }
+        if self.transformer_num_heads == 0 || self.attention_downsample_rate == 0 {
+            return e("transformer_num_heads and attention_downsample_rate must be at least 1".into());
+        }
+        for width in [self.d_model, self.d_model / self.attention_downsample_rate] {
+            if width == 0 || width % self.transformer_num_heads != 0 {
+                return e(format!("attention width {width} is not a non-zero multiple of transformer_num_heads {}", self.transformer_num_heads));
+            }
+        }
+        if self.d_model % 8 != 0 {
+            return e(format!("d_model {} must be a multiple of 8 (output upscaling to d_model / 8 channels)", self.d_model));
+        }
+        if self.transformer_mlp_dim == 0 || self.iou_head_depth == 0 || self.iou_head_hidden_dim == 0 {
+            return e("transformer_mlp_dim, iou_head_depth and iou_head_hidden_dim must be at least 1".into());
+        }
+        for (name, v) in [("dynamic_multimask_stability_delta", self.dynamic_multimask_stability_delta), ("dynamic_multimask_stability_thresh", self.dynamic_multimask_stability_thresh)] {
+            if !v.is_finite() {
+                return e(format!("{name} must be finite, not {v}"));
+            }
+        }
+        Ok(())
+    }
+
     /// `sam2.1_hiera_tiny`.
     pub fn tiny() -> Self {
         Self::new(HieraConfig::tiny())
