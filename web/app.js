@@ -17,6 +17,7 @@ const t0 = performance.now();
 const EMBEDDED_MODEL = "models/nano/nano.rsb";
 const MAX_FILE_BYTES = 40 * 1024 * 1024;
 const MAX_SIDE = 16384;
+const MAX_PIXELS = 8192 * 8192;
 const REQUEST_TIMEOUT_MS = 15 * 60 * 1000;
 
 const state = {
@@ -281,6 +282,10 @@ async function encodeImage(bytes, name) {
   }
   if (bitmap && Math.max(bitmap.width, bitmap.height) > MAX_SIDE) {
     inputStatus(`${name} is ${bitmap.width}×${bitmap.height}: the longest accepted side is ${MAX_SIDE} pixels.`, "error");
+    return;
+  }
+  if (bitmap && bitmap.width * bitmap.height > MAX_PIXELS) {
+    inputStatus(`${name} is ${bitmap.width}×${bitmap.height}: at most 8192×8192 pixels (67 megapixels) are accepted.`, "error");
     return;
   }
   if (!state.model) {

@@ -18,12 +18,10 @@ use rsrefseg::encoders::tokenizer::TextTokenizer;
 use rsrefseg::model::{ImageEncoding, RsRefSeg};
 use rsrefseg::nn::interpolate::bilinear;
 use rsrefseg::post::{binary_mask, logits_at_original_size};
-use rsrefseg::pre::{to_x01, Geometry, RgbImage, MAX_IMAGE_SIDE};
+use rsrefseg::pre::{to_x01, Geometry, RgbImage};
 
 /// Largest accepted image file.
 pub const MAX_FILE_BYTES: usize = 40 * 1024 * 1024;
-/// Largest accepted image area (decoded RGB stays below 200 MB in wasm's 4 GB memory).
-pub const MAX_PIXELS: u64 = 64 * 1024 * 1024;
 
 /// A model ready to segment: weights, tokenizer and the SAM input side.
 pub struct Segmenter<B: Backend> {
@@ -142,21 +140,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
             MAX_FILE_BYTES >> 20
         ));
     }
-    // Check the size in the header before decoding anything.
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read the image: {e}"))?;
-    if reader.format().is_none() {
-        return Err("unsupported or corrupt image file (supported: PNG, JPEG, TIFF, BMP, WebP)".into());
-    }
-    if let Ok((w, h)) = reader.into_dimensions() {
-        if w as usize > MAX_IMAGE_SIDE || h as usize > MAX_IMAGE_SIDE {
-            return Err(format!("the image is {w}×{h}; the longest accepted side is {MAX_IMAGE_SIDE} pixels"));
-        }
-        if w as u64 * h as u64 > MAX_PIXELS {
-            return Err(format!("the image is {w}×{h} ({:.0} MP); at most {} MP are accepted", (w as f64 * h as f64) / 1e6, MAX_PIXELS >> 20));
-        }
-    }
+    // The side and area limits (rsrefseg::pre) are checked from the header before decoding.
     RgbImage::decode(bytes).map_err(|e| e.to_string())
 }
 

@@ -28,11 +28,20 @@ pub enum ImageError {
     Empty { width: usize, height: usize },
     #[error("the image is {width}×{height}; the longest accepted side is {max} pixels")]
     TooLarge { width: usize, height: usize, max: usize },
+    #[error("the image is {width}×{height}; at most 8192×8192 pixels (67 megapixels) are accepted")]
+    TooManyPixels { width: usize, height: usize },
 }
 
 /// Longest accepted image side: far beyond any aerial tile (the largest sample images are
 /// 4592×3072) but small enough that a forged header cannot make us allocate gigabytes.
 pub const MAX_IMAGE_SIDE: usize = 16384;
+/// Largest accepted image area (8192², 67 megapixels): the decoded RGB image is at most 192 MiB
+/// and the decoder's own buffer at most [`MAX_DECODE_BYTES`], on the CLI and in the page's wasm
+/// memory alike. Checked from the file's header, before anything is decoded.
+pub const MAX_IMAGE_PIXELS: usize = 8192 * 8192;
+/// The decoder's allocation limit: 8 bytes per pixel at the largest area (16-bit RGBA); a file
+/// whose samples need more (32-bit float) is refused by the decoder with a clear message.
+pub const MAX_DECODE_BYTES: u64 = 8 * MAX_IMAGE_PIXELS as u64;
 
 impl RgbImage {
     pub fn new(height: usize, width: usize, data: Vec<u8>) -> Result<Self, ImageError> {
@@ -41,6 +50,9 @@ impl RgbImage {
         }
         if height.max(width) > MAX_IMAGE_SIDE {
             return Err(ImageError::TooLarge { width, height, max: MAX_IMAGE_SIDE });
+        }
+        if height * width > MAX_IMAGE_PIXELS {
+            return Err(ImageError::TooManyPixels { width, height });
         }
         assert_eq!(data.len(), height * width * 3, "RgbImage: data does not match {height}×{width}×3");
         Ok(Self { height, width, data })
@@ -56,10 +68,19 @@ impl RgbImage {
             return Err(ImageError::Decode("unrecognised file format".into()));
         }
         let (w, h) = reader.into_dimensions().map_err(|e| ImageError::Decode(e.to_string()))?;
-        if w as usize > MAX_IMAGE_SIDE || h as usize > MAX_IMAGE_SIDE || w == 0 || h == 0 {
-            return Self::new(h as usize, w as usize, Vec::new()).map(|_| unreachable!());
+        let (wu, hu) = (w as usize, h as usize);
+        if wu > MAX_IMAGE_SIDE || hu > MAX_IMAGE_SIDE || w == 0 || h == 0 || wu * hu > MAX_IMAGE_PIXELS {
+            return Self::new(hu, wu, Vec::new()).map(|_| unreachable!());
         }
-        let img = image::load_from_memory(bytes).map_err(|e| ImageError::Decode(e.to_string()))?;
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| ImageError::Decode(e.to_string()))?;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_IMAGE_SIDE as u32);
+        limits.max_image_height = Some(MAX_IMAGE_SIDE as u32);
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        reader.limits(limits);
+        let img = reader.decode().map_err(|e| ImageError::Decode(e.to_string()))?;
         let rgb = img.to_rgb8();
         Self::new(rgb.height() as usize, rgb.width() as usize, rgb.into_raw())
     }
@@ -202,5 +223,50 @@ mod tests {
         assert_eq!(&img.data[..3], &[10, 20, 30]);
         // Truncated file: a decode error, not a panic.
         assert!(RgbImage::decode(&png[..png.len() / 2]).is_err());
+    }
+
+    /// A small PNG whose header claims `w × h` (IHDR patched, CRC recomputed): what a forged or
+    /// huge file looks like to the size checks, which must answer before anything is decoded.
+    fn png_claiming(w: u32, h: u32, color: image::ExtendedColorType) -> Vec<u8> {
+        use image::ImageEncoder;
+        let mut png = Vec::new();
+        let bytes = if color == image::ExtendedColorType::L8 { 1 } else { 3 };
+        image::codecs::png::PngEncoder::new(&mut png).write_image(&[0u8; 3][..bytes], 1, 1, color).unwrap();
+        // Signature (8) + length (4) + "IHDR" (4), then width, height.
+        png[16..20].copy_from_slice(&w.to_be_bytes());
+        png[20..24].copy_from_slice(&h.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        png
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
+
+    /// 16000² grayscale once passed the side check and took 5 GB; 13400² RGB failed with the
+    /// decoder's "Memory limit exceeded" although the side is accepted. Both are now refused
+    /// from the header, naming the area limit.
+    #[test]
+    fn areas_beyond_the_limit_are_refused_from_the_header() {
+        use image::ExtendedColorType::{Rgb8, L8};
+        for (w, h, color) in [(16000, 16000, L8), (13400, 13400, Rgb8), (8193, 8192, Rgb8)] {
+            let t = std::time::Instant::now();
+            let err = RgbImage::decode(&png_claiming(w, h, color)).unwrap_err();
+            assert!(matches!(err, ImageError::TooManyPixels { .. }), "{w}×{h}: {err}");
+            assert!(err.to_string().contains("67 megapixels"), "{err}");
+            assert!(t.elapsed().as_secs_f64() < 1.0);
+        }
+        assert!(matches!(RgbImage::decode(&png_claiming(20000, 10, L8)), Err(ImageError::TooLarge { .. })));
+        // Within the limits, a header that lies about the data is a decode error, not a panic.
+        assert!(matches!(RgbImage::decode(&png_claiming(4000, 4000, L8)), Err(ImageError::Decode(_))));
+        assert!(matches!(RgbImage::new(8193, 8192, vec![]), Err(ImageError::TooManyPixels { .. })));
     }
 }
