@@ -38,7 +38,15 @@ pub struct SynthArgs {
 }
 
 pub fn run(args: SynthArgs) -> Result<()> {
-    anyhow::ensure!(args.size >= 64, "--size must be at least 64 pixels");
+    // A scene holds its image and one mask per object at full size (≈ (3 + objects) bytes per
+    // pixel, plus the renderer's float buffers): 4096² with 64 objects stays near 1 GB.
+    anyhow::ensure!((64..=4096).contains(&args.size), "--size must be between 64 and 4096 pixels, not {}", args.size);
+    anyhow::ensure!(args.max_objects <= 64, "--max-objects must be at most 64, not {}", args.max_objects);
+    anyhow::ensure!((1..=64).contains(&args.expressions), "--expressions must be between 1 and 64, not {}", args.expressions);
+    anyhow::ensure!(
+        [args.val_fraction, args.test_fraction].iter().all(|f| (0.0..1.0).contains(f)),
+        "--val-fraction and --test-fraction must each be in [0, 1)"
+    );
     anyhow::ensure!(
         args.min_objects >= 1 && args.min_objects <= args.max_objects,
         "need 1 ≤ --min-objects ≤ --max-objects"

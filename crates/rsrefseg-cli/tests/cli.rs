@@ -388,3 +388,27 @@ fn config_prints_presets_and_the_prompter_ablations() {
     b["prompter"]["dense_prompt"] = true.into();
     assert_eq!(b, nano);
 }
+
+/// `synth --size 100000` once tried to allocate 120 GB; out-of-range sizes and fractions are
+/// refused before anything is generated or written.
+#[test]
+fn synth_refuses_sizes_beyond_its_memory_bound() {
+    let dir = scratch("synth-bounds");
+    let out = dir.join("data");
+    for extra in [
+        vec!["--size", "100000"],
+        vec!["--size", "32"],
+        vec!["--max-objects", "1000"],
+        vec!["--expressions", "0"],
+        vec!["--val-fraction=-0.5", "--test-fraction", "0.6"],
+    ] {
+        let mut args = vec!["synth", "--out", out.to_str().unwrap(), "--n", "2"];
+        args.extend(extra.iter().copied());
+        let o = rsrefseg(&args);
+        assert!(!o.status.success(), "{extra:?}");
+        let err = text(&o.stderr);
+        let flag = extra[0].split('=').next().unwrap();
+        assert!(err.contains(flag), "{extra:?}: {err}");
+        assert!(!out.exists(), "{extra:?}: nothing written");
+    }
+}
