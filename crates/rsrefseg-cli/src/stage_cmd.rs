@@ -178,6 +178,9 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
     let held_out = SceneStream::new(args.val_seed, size, args.expressions_per_scene).batch(0, args.val_scenes);
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let ckpt = args.out.join("checkpoint");
+    // One run per directory; leftovers of a killed write are cleared under the lock.
+    let _lock = rsrefseg::train::checkpoint_io::lock_dir(&args.out).map_err(anyhow::Error::msg)?;
+    rsrefseg::train::checkpoint_io::remove_stale_temporaries(&ckpt);
 
     B::seed(device, args.seed);
     let model: RsRefSeg<B> = match &args.init {

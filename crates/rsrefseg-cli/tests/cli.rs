@@ -412,3 +412,14 @@ fn synth_refuses_sizes_beyond_its_memory_bound() {
         assert!(!out.exists(), "{extra:?}: nothing written");
     }
 }
+
+/// `bench --text-len 0` and `--prompter-text-len 0` once panicked inside burn.
+#[test]
+fn bench_refuses_empty_texts() {
+    for flag in ["--text-len", "--prompter-text-len"] {
+        let out = rsrefseg(&["bench", "--tiny", flag, "0"]);
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(err.contains(flag) && !err.contains("panicked"), "{err}");
+    }
+}

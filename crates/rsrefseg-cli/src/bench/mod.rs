@@ -204,6 +204,7 @@ struct Report<'a> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    anyhow::ensure!(args.text_len >= 1 && args.prompter_text_len >= 1, "--text-len and --prompter-text-len must be at least 1");
     if args.backend != "ndarray" {
         bail!("backend {:?} is not built into this binary; use --backend ndarray", args.backend);
     }

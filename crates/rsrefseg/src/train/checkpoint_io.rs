@@ -186,6 +186,19 @@ pub struct DirLock {
     _file: std::fs::File,
 }
 
+/// Remove `.NAME.tmp-PID` files [`write_atomic`] left behind in `dir` when a process was killed
+/// mid-write. Call only while holding the directory ([`lock_dir`]).
+pub fn remove_stale_temporaries(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let stale = name.starts_with('.')
+            && name.rsplit_once(".tmp-").is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if stale && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Create `dir` if needed and take it for this run (see [`DirLock`]).
 pub fn lock_dir(dir: &Path) -> Result<DirLock, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -197,7 +210,12 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, String> {
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(DirLock { _file: file }),
+        Ok(()) => {
+            // Only this run writes here now: temporaries of an earlier run that was killed
+            // mid-write are garbage.
+            remove_stale_temporaries(dir);
+            Ok(DirLock { _file: file })
+        }
         Err(std::fs::TryLockError::WouldBlock) => Err(format!(
             "{} is in use by another rsrefseg run; wait for it or choose another output directory",
             dir.display()
@@ -242,7 +260,12 @@ mod tests {
     #[test]
     fn a_locked_directory_is_refused_until_released() {
         let dir = std::env::temp_dir().join(format!("rsrefseg-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(".model-3.bin.tmp-12345"), b"torn").unwrap();
+        std::fs::write(dir.join(".keep.tmp-notapid"), b"not ours").unwrap();
         let held = lock_dir(&dir).unwrap();
+        assert!(!dir.join(".model-3.bin.tmp-12345").exists(), "a killed run's temporary is removed");
+        assert!(dir.join(".keep.tmp-notapid").exists());
         let err = lock_dir(&dir).err().expect("second lock refused");
         assert!(err.contains("in use by another rsrefseg run"), "{err}");
         drop(held);
