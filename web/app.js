@@ -121,6 +121,30 @@ function progress(fraction) {
 const ms = (v) => (v >= 100 ? `${Math.round(v)} ms` : `${v.toFixed(1)} ms`);
 const mb = (b) => `${(b / 1e6).toFixed(1)} MB`;
 
+/** The header line once a model is loaded: the backend, and what to do next. */
+function readyStatus() {
+  const where = state.backend === "webgpu" ? "WebGPU" : "CPU";
+  const next = state.image ? ` ${state.image.name} is encoded: type a sentence.` : " Choose an image.";
+  setStatus(`Ready (${where}).${next}`, "ready");
+}
+
+/** Forget the last answer: mask, heat map, scores and the download button, so that nothing on
+ * screen describes an image or sentence other than the current ones. */
+function clearResult() {
+  state.result = null;
+  $("result").dataset.state = "empty";
+  for (const id of ["mask-canvas", "heat-canvas"]) {
+    const c = $(id);
+    c.getContext("2d").clearRect(0, 0, c.width, c.height);
+  }
+  for (const id of ["stat-iou", "stat-mask", "stat-query"]) $(id).textContent = "–";
+  $("heat-range").textContent = "–";
+  updateButtons();
+}
+
+/** Example sentences for images that are not samples (the synthetic benchmark's grammar). */
+const GENERIC_EXAMPLES = ["the largest building", "the white vehicle", "the first building from the left"];
+
 function updateButtons() {
   const ready = !!(state.model && state.image && !state.busy);
   $("segment").disabled = !ready;
@@ -210,7 +234,7 @@ async function boot(first) {
     $("stat-ready").textContent = ms(took);
     $("stat-ready").dataset.ms = String(Math.round(took));
   }
-  setStatus(`Ready (${state.backend === "webgpu" ? "WebGPU" : "CPU"}).${state.image ? "" : " Choose an image."}`, "ready");
+  readyStatus();
   if (state.image?.bytes) await encodeImage(state.image.bytes.slice(0), state.image.name);
 }
 
@@ -254,9 +278,10 @@ function drawImage(bitmap) {
   heat.getContext("2d").clearRect(0, 0, heat.width, heat.height);
 }
 
-async function takeFile(file, name) {
+async function takeFile(file, name, sentences = GENERIC_EXAMPLES) {
   if (!file) return;
   name = name || file.name || "pasted image";
+  clearResult();
   if (file.size > MAX_FILE_BYTES) {
     inputStatus(`${name} is ${mb(file.size)}: the largest accepted image file is 40 MB.`, "error");
     return;
@@ -266,14 +291,12 @@ async function takeFile(file, name) {
     return;
   }
   const bytes = await file.arrayBuffer();
-  await encodeImage(bytes, name);
+  if (await encodeImage(bytes, name)) setExamples(sentences);
 }
 
 /** Show the image (browser decode for display) and encode it in the worker (wasm decode). */
 async function encodeImage(bytes, name) {
-  state.result = null;
-  $("result").dataset.state = "empty";
-  updateButtons();
+  clearResult();
   let bitmap = null;
   try {
     bitmap = await createImageBitmap(new Blob([bytes]));
@@ -282,15 +305,15 @@ async function encodeImage(bytes, name) {
   }
   if (bitmap && Math.max(bitmap.width, bitmap.height) > MAX_SIDE) {
     inputStatus(`${name} is ${bitmap.width}×${bitmap.height}: the longest accepted side is ${MAX_SIDE} pixels.`, "error");
-    return;
+    return false;
   }
   if (bitmap && bitmap.width * bitmap.height > MAX_PIXELS) {
     inputStatus(`${name} is ${bitmap.width}×${bitmap.height}: at most 8192×8192 pixels (67 megapixels) are accepted.`, "error");
-    return;
+    return false;
   }
   if (!state.model) {
     inputStatus("The model is not loaded yet.", "error");
-    return;
+    return false;
   }
   state.busy = true;
   updateButtons();
@@ -312,9 +335,16 @@ async function encodeImage(bytes, name) {
       `${r.width}×${r.height}: decode ${ms(t.decode)}, pre-process ${ms(t.preprocess)}, encode ${ms(t.encode)}`;
     $("stat-image").dataset.encodeMs = String(t.encode);
     inputStatus(`${name} (${r.width}×${r.height}) is ready: type a sentence and press Enter.`, "image");
+    readyStatus();
+    return true;
   } catch (err) {
     state.image = null;
+    // The previous image is no longer the one sentences would run on: take it off screen.
+    const c = $("image-canvas");
+    c.getContext("2d").clearRect(0, 0, c.width, c.height);
     inputStatus(`Cannot use ${name}: ${err.message}`, "error");
+    readyStatus();
+    return false;
   } finally {
     state.busy = false;
     updateButtons();
@@ -327,10 +357,19 @@ async function encodeImage(bytes, name) {
 async function runSegment() {
   const text = $("sentence").value.trim();
   if (!text) {
+    clearResult();
     inputStatus("The sentence is empty: describe the object to segment, e.g. “the largest white storage tank”.", "error");
     return;
   }
-  if (!state.model || !state.image || state.busy) return;
+  if (state.busy) return;
+  if (!state.model) {
+    inputStatus("The model is not loaded yet.", "error");
+    return;
+  }
+  if (!state.image) {
+    inputStatus("Choose an image first (a sample below, a file, drop or paste), then the sentence runs on it.", "error");
+    return;
+  }
   state.busy = true;
   updateButtons();
   $("result").dataset.state = "running";
@@ -356,6 +395,7 @@ async function runSegment() {
     res.dataset.state = "done";
     inputStatus(`“${text}”: predicted IoU ${r.iou.toFixed(3)}.${r.note ? " " + r.note : ""}`, "image");
   } catch (err) {
+    clearResult();
     $("result").dataset.state = "error";
     inputStatus(err.message, "error");
   } finally {
@@ -473,11 +513,13 @@ async function loadSamples() {
       img.src = `samples/${s.file}`;
       img.alt = s.title;
       img.loading = "lazy";
-      b.append(img);
+      const label = document.createElement("span");
+      label.className = "sample-label";
+      label.textContent = s.title.replace(/^(Synthetic|Photo): /, "");
+      b.append(img, label);
       b.addEventListener("click", async () => {
-        setExamples(s.sentences);
         const blob = await (await fetch(`samples/${s.file}`)).blob();
-        await takeFile(blob, s.file);
+        await takeFile(blob, s.file, s.sentences);
       });
       box.append(b);
     }
