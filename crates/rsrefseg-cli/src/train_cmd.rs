@@ -346,7 +346,8 @@ fn train<B: AutodiffBackend>(args: TrainArgs, devices: Vec<B::Device>) -> Result
     let max_steps = args.max_steps.unwrap_or(total_steps).min(total_steps);
 
     B::seed(&device, args.seed);
-    let lora = args.lora.then(LoraConfig::reference);
+    // The configuration's LoRA settings (default: the released r = 16, alpha = 16).
+    let lora = args.lora.then(|| LoraConfig::reference().with_rank(config.lora.r).with_alpha(config.lora.alpha));
     let model = match &args.init {
         Some(path) => {
             let tensors = read_tensors(path).map_err(|e| anyhow!("{e}"))?;

@@ -22,6 +22,32 @@ pub struct RsRefSegConfig {
     pub prompter: PrompterConfig,
     #[serde(default)]
     pub tokenizer: TokenizerConfig,
+    /// The LoRA adapters' settings: how a released-layout checkpoint's PEFT adapters are merged
+    /// and what `train --lora` attaches.
+    #[serde(default)]
+    pub lora: LoraSettings,
+}
+
+/// LoRA rank and alpha: the update `B·A` is scaled by `alpha / r`. The released checkpoints use
+/// r = 16, alpha = 16 (scale 1); a checkpoint trained with other settings needs its own here, or
+/// its adapters merge with the wrong weight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraSettings {
+    pub r: usize,
+    pub alpha: f64,
+}
+
+impl Default for LoraSettings {
+    fn default() -> Self {
+        Self { r: 16, alpha: 16.0 }
+    }
+}
+
+impl LoraSettings {
+    /// `alpha / r`.
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.r as f64
+    }
 }
 
 impl RsRefSegConfig {
@@ -126,7 +152,7 @@ impl RsRefSegConfig {
     /// A prompter sized for the given encoders, with the released hyper-parameters.
     fn assemble(siglip: SiglipConfig, sam: Sam2Config) -> Self {
         let prompter = PrompterConfig::new(siglip.vision_config.hidden_size, sam.d_model, siglip.vision_config.grid());
-        Self { siglip, sam, prompter, tokenizer: TokenizerConfig::rsrefseg2() }
+        Self { siglip, sam, prompter, tokenizer: TokenizerConfig::rsrefseg2(), lora: LoraSettings::default() }
     }
 
     pub fn from_json(json: &str) -> Result<Self, String> {
@@ -167,6 +193,9 @@ impl RsRefSegConfig {
         self.prompter.check()?;
         if self.tokenizer.max_length == 0 {
             return Err("tokenizer max_length must be at least 1".into());
+        }
+        if !(1..=4096).contains(&self.lora.r) || !(self.lora.alpha.is_finite() && self.lora.alpha > 0.0) {
+            return Err(format!("lora: r {} must be in 1..=4096 and alpha {} finite and > 0", self.lora.r, self.lora.alpha));
         }
         let v = &self.siglip.vision_config;
         let t = &self.siglip.text_config;
@@ -316,5 +345,13 @@ mod tests {
         v["promter"] = serde_json::json!({});
         let err = RsRefSegConfig::from_json(&v.to_string()).unwrap_err();
         assert!(err.contains("sam.hiera.embed_dimm") && err.contains("promter"), "{err}");
+        // LoRA settings: the released 16/16 when absent, read when given, checked.
+        let mut v: serde_json::Value = serde_json::from_str(&RsRefSegConfig::nano().to_json()).unwrap();
+        v.as_object_mut().unwrap().remove("lora");
+        assert_eq!(RsRefSegConfig::from_json(&v.to_string()).unwrap().lora, LoraSettings::default());
+        v["lora"] = serde_json::json!({"r": 8, "alpha": 32.0});
+        assert_eq!(RsRefSegConfig::from_json(&v.to_string()).unwrap().lora.scale(), 4.0);
+        v["lora"] = serde_json::json!({"r": 0, "alpha": 16.0});
+        assert!(RsRefSegConfig::from_json(&v.to_string()).unwrap_err().contains("lora"));
     }
 }

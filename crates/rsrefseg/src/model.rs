@@ -235,7 +235,7 @@ pub fn load_rsrefseg_tensors<B: Backend>(
     options: LoadOptions,
 ) -> Result<(RsRefSeg<B>, LoadReport), LoadError> {
     let canonical = match detect_full_model_format(&tensors) {
-        FullModelFormat::Release => release_tensors(tensors, LoraHandling::Merge)?,
+        FullModelFormat::Release => release_tensors(tensors, LoraHandling::Merge { scale: config.lora.scale() as f32 })?,
         FullModelFormat::Native => tensors,
     };
     let model = config.init(device).map_err(LoadError::Config)?;

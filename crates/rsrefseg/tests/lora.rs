@@ -138,7 +138,7 @@ const SIGLIP_ADAPTERS: KeyTable = KeyTable {
 
 const SIGLIP_MERGED: KeyTable = KeyTable {
     format: "RSRefSeg 2 release, SigLIP part, LoRA merged",
-    transforms: &[DROP_MAP_OUT_PROJ_LORA, Transform::MergePeftLora { scale: 1.0 }, Transform::StripInfix("base_model.model.")],
+    transforms: &[DROP_MAP_OUT_PROJ_LORA, Transform::MergePeftLora, Transform::StripInfix("base_model.model.")],
     renames: SIGLIP_RENAMES,
     ignored: &[],
 };
@@ -152,7 +152,7 @@ const SAM_ADAPTERS: KeyTable = KeyTable {
 
 const SAM_MERGED: KeyTable = KeyTable {
     format: "RSRefSeg 2 release, SAM part, LoRA merged",
-    transforms: &[Transform::MergePeftLora { scale: 1.0 }, Transform::StripInfix("base_model.model.")],
+    transforms: &[Transform::MergePeftLora, Transform::StripInfix("base_model.model.")],
     renames: sam2_original::TABLE.renames,
     ignored: sam2_original::TABLE.ignored,
 };

@@ -31,7 +31,7 @@ fn io() -> &'static TensorMap {
 fn sam_tensors() -> TensorMap {
     const PEFT: KeyTable = KeyTable {
         format: "RSRefSeg 2 SAM part (PEFT)",
-        transforms: &[Transform::MergePeftLora { scale: 1.0 }, Transform::StripInfix("base_model.model.")],
+        transforms: &[Transform::MergePeftLora, Transform::StripInfix("base_model.model.")],
         renames: &[],
         ignored: &[],
     };

@@ -28,7 +28,7 @@ const RELEASE_SIGLIP: KeyTable = KeyTable {
         // The reference never applies the LoRA on the MAP head's out_proj (torch's
         // MultiheadAttention reads `out_proj.weight` directly).
         Transform::Drop(r".*head\.attention\.out_proj\.lora_[AB]\.default\.weight"),
-        Transform::MergePeftLora { scale: 1.0 },
+        Transform::MergePeftLora,
         Transform::StripInfix("base_model.model."),
     ],
     renames: &[

@@ -21,7 +21,7 @@ pub enum Transform {
     /// PEFT LoRA: for every `P.base_layer.weight` with `P.lora_A.default.weight` (r, in[,1,1]) and
     /// `P.lora_B.default.weight` (out, r[,1,1]), `P.weight = base + scale · B·A`; `P.base_layer.bias`
     /// becomes `P.bias`. Also works for 1×1 convolutions.
-    MergePeftLora { scale: f32 },
+    MergePeftLora,
     /// PEFT LoRA kept unmerged, for a model whose targeted layers carry adapters
     /// ([`crate::nn::lora`]): `P.base_layer.{weight,bias}` → `P.{weight,bias}`,
     /// `P.lora_{A,B}.default.weight` → `P.lora_{A,B}.weight`.
@@ -42,10 +42,25 @@ pub enum Transform {
 }
 
 /// What loading does with PEFT LoRA tensors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LoraHandling {
-    Merge,
+    /// Merged into the base weights, `W + scale · B·A` with `scale = alpha / r` of the
+    /// checkpoint (the model configuration's `lora`).
+    Merge { scale: f32 },
+    /// Kept as adapters (`X.lora_A.weight`, …).
     Keep,
+}
+
+impl LoraHandling {
+    /// Merging with the released settings (r = 16, alpha = 16).
+    pub const RELEASED: LoraHandling = LoraHandling::Merge { scale: 1.0 };
+
+    fn scale(self) -> f32 {
+        match self {
+            LoraHandling::Merge { scale } => scale,
+            LoraHandling::Keep => 1.0,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -62,7 +77,7 @@ pub struct KeyTable {
 impl KeyTable {
     /// Apply the table. Returns the canonical map and the list of keys that were ignored.
     pub fn apply(&self, tensors: TensorMap) -> Result<(TensorMap, Vec<String>), LoadError> {
-        self.apply_with(tensors, LoraHandling::Merge)
+        self.apply_with(tensors, LoraHandling::RELEASED)
     }
 
     /// [`Self::apply`], choosing what happens to PEFT LoRA tensors: merged into the base weights
@@ -71,11 +86,11 @@ impl KeyTable {
     pub fn apply_with(&self, tensors: TensorMap, lora: LoraHandling) -> Result<(TensorMap, Vec<String>), LoadError> {
         let mut tensors = tensors;
         for t in self.transforms {
-            let t = match (t, lora) {
-                (Transform::MergePeftLora { .. }, LoraHandling::Keep) => &Transform::PeftToAdapters,
-                _ => t,
+            tensors = match (t, lora) {
+                (Transform::MergePeftLora, LoraHandling::Keep) => Transform::PeftToAdapters.apply(tensors, self.format)?,
+                (Transform::MergePeftLora, LoraHandling::Merge { scale }) => merge_peft_lora(tensors, scale, self.format)?,
+                _ => t.apply(tensors, self.format)?,
             };
-            tensors = t.apply(tensors, self.format)?;
         }
         let ignored: Vec<Regex> = self
             .ignored
@@ -128,7 +143,7 @@ impl Transform {
                 }
                 Ok(out)
             }
-            Transform::MergePeftLora { scale } => merge_peft_lora(tensors, scale, format),
+            Transform::MergePeftLora => merge_peft_lora(tensors, LoraHandling::RELEASED.scale(), format),
             Transform::PeftToAdapters => peft_to_adapters(tensors, format),
             Transform::Drop(pattern) => {
                 let re = Regex::new(&format!("^(?:{pattern})$")).expect("valid drop regex");
@@ -270,5 +285,27 @@ mod tests {
         m.insert("trunk.a".into(), t.clone());
         m.insert("a".into(), t);
         assert!(T.apply(m).is_err());
+    }
+
+    /// A checkpoint trained with alpha / r ≠ 1 (here r = 8, alpha = 32: scale 4) merges with
+    /// its own scale; before, every PEFT file was merged with the released scale 1.
+    #[test]
+    fn peft_adapters_merge_with_the_configured_scale() {
+        const T: KeyTable = KeyTable {
+            format: "test",
+            transforms: &[Transform::MergePeftLora, Transform::StripInfix("base_model.model.")],
+            renames: &[],
+            ignored: &[],
+        };
+        let mut m = TensorMap::new();
+        m.insert("base_model.model.q.base_layer.weight".into(), HostTensor::new(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]));
+        m.insert("base_model.model.q.lora_A.default.weight".into(), HostTensor::new(vec![1, 3], vec![1., 0., -1.]));
+        m.insert("base_model.model.q.lora_B.default.weight".into(), HostTensor::new(vec![2, 1], vec![2., 0.5]));
+        let settings = crate::config::LoraSettings { r: 8, alpha: 32.0 };
+        let (out, _) = T.apply_with(m.clone(), LoraHandling::Merge { scale: settings.scale() as f32 }).unwrap();
+        // W + 4 · B·A, B·A = [[2, 0, -2], [0.5, 0, -0.5]].
+        assert_eq!(out["q.weight"].data, vec![9., 2., -5., 6., 5., 4.]);
+        let (released, _) = T.apply(m).unwrap();
+        assert_eq!(released["q.weight"].data, vec![3., 2., 1., 4.5, 5., 5.5]);
     }
 }

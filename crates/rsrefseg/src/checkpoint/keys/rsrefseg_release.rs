@@ -16,9 +16,9 @@ pub struct Section {
     pub table: &'static KeyTable,
 }
 
-/// PEFT wrapping, undone for inference: LoRA merged into the base weights (scale alpha/r = 1 for
-/// the released r = 16, alpha = 16), wrapper prefix removed.
-const MERGE_PEFT: &[Transform] = &[Transform::MergePeftLora { scale: 1.0 }, Transform::StripInfix("base_model.model.")];
+/// PEFT wrapping, undone for inference: LoRA merged into the base weights (with the scale
+/// alpha / r of the model configuration's `lora`, see `LoraHandling`), wrapper prefix removed.
+const MERGE_PEFT: &[Transform] = &[Transform::MergePeftLora, Transform::StripInfix("base_model.model.")];
 
 const SIGLIP_VISION: KeyTable = KeyTable {
     format: "RSRefSeg 2 release: SigLIP vision (PEFT)",
@@ -26,7 +26,7 @@ const SIGLIP_VISION: KeyTable = KeyTable {
         // The reference never applies the LoRA on the MAP head's out_proj (torch's
         // MultiheadAttention reads `out_proj.weight` directly): drop it before merging.
         Transform::Drop(r".*head\.attention\.out_proj\.lora_[AB](\.default)?\.weight"),
-        Transform::MergePeftLora { scale: 1.0 },
+        Transform::MergePeftLora,
         Transform::StripInfix("base_model.model."),
     ],
     renames: &[(r"^model\.", "vision_model.")],
