@@ -63,6 +63,13 @@ fn read_text(path: &Path, what: &str) -> Result<String> {
 pub fn run(args: ExportWebArgs) -> Result<()> {
     type B = burn::backend::NdArray<f32>;
     let device = Default::default();
+    // Blocks must tile the input widths of every quantised layer (all multiples of 32 in the
+    // presets); a block that tiles none would leave every layer in f32 without a word.
+    anyhow::ensure!(
+        args.block.is_power_of_two() && (8..=1024).contains(&args.block),
+        "--block must be a power of two from 8 to 1024, not {}",
+        args.block
+    );
     let config = resolve_config(&args.config)?;
     let tokenizer_json = args.tokenizer.as_deref().map(|p| read_text(p, "tokenizer")).transpose()?;
     let opts = ExportOptions {

@@ -82,6 +82,15 @@ pub fn load_config(args: &ModelArgs) -> Result<RsRefSegConfig> {
 /// Build the model from the weights named in `args` (strict: every parameter filled, every
 /// tensor used or deliberately ignored).
 pub fn load_model<B: Backend>(args: &ModelArgs, config: &RsRefSegConfig, device: &B::Device) -> Result<RsRefSeg<B>> {
+    let model = load_model_unchecked(args, config, device)?;
+    // NaN or infinite weights would give an empty mask and a null IoU without a word.
+    if let Some(name) = rsrefseg::checkpoint::first_non_finite(&model) {
+        bail!("the weights are damaged: parameter {name} holds NaN or infinite values (a corrupt file, or a training run that diverged)");
+    }
+    Ok(model)
+}
+
+fn load_model_unchecked<B: Backend>(args: &ModelArgs, config: &RsRefSegConfig, device: &B::Device) -> Result<RsRefSeg<B>> {
     let options = LoadOptions::default();
     let read = |p: &Path| read_tensors(p).map_err(|e| anyhow!("{e}"));
     if args.uses_embedded() {

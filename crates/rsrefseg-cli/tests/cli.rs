@@ -423,3 +423,38 @@ fn bench_refuses_empty_texts() {
         assert!(err.contains(flag) && !err.contains("panicked"), "{err}");
     }
 }
+
+/// All-NaN or partly NaN weights once gave an empty mask with `predicted_iou: null` and exit 0;
+/// `export-web --block 7` silently wrote every layer in f32. Both are errors now.
+#[test]
+fn damaged_weights_and_untileable_blocks_are_refused() {
+    let dir = scratch("nan-weights");
+    let (png, _, _, _) = fixture_inputs(&dir);
+    let nano = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/nano/nano.safetensors");
+    let mut bytes = std::fs::read(&nano).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let (name, entry) = header.as_object().unwrap().iter().find(|(k, v)| *k != "__metadata__" && v["dtype"] == "F32").unwrap();
+    let start = 8 + header_len + entry["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let bad = dir.join("nan.safetensors");
+    std::fs::write(&bad, bytes).unwrap();
+    let out_dir = dir.join("out");
+    let out = rsrefseg(&[
+        "segment", "--config", "nano", "--weights", bad.to_str().unwrap(), "--image", png.to_str().unwrap(), "--text", "the ship",
+        "--out-dir", out_dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("damaged") && err.contains(name.as_str()), "{name}: {err}");
+    assert!(!out_dir.join("mask.png").exists());
+
+    let out = rsrefseg(&[
+        "export-web", "--config", "nano", "--weights", nano.to_str().unwrap(), "--tokenizer",
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/nano/tokenizer.json").to_str().unwrap(), "--out",
+        dir.join("x.rsb").to_str().unwrap(), "--block", "7",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--block"), "{}", text(&out.stderr));
+    assert!(!dir.join("x.rsb").exists());
+}

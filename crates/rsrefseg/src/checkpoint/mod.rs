@@ -233,6 +233,38 @@ impl<B: Backend> ModuleVisitor<B> for SpecCollector {
     }
 }
 
+/// The canonical name of the first parameter of `module` holding a NaN or an infinity (`None`
+/// when every value is finite). Trainers check it before a checkpoint replaces a good one (a run
+/// that diverged never overwrites the weights it could be recovered from); loaders check it so
+/// that damaged weights are an error, not an empty mask.
+pub fn first_non_finite<B: Backend, M: Module<B>>(module: &M) -> Option<String> {
+    struct Find {
+        tracker: PathTracker,
+        found: Option<String>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Find {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.tracker.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.tracker.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if self.found.is_none() {
+                let v = param.val();
+                // x − x is 0 for finite x and NaN for NaN and ±inf.
+                let bad = (v.clone() - v).is_nan().any().into_data().to_vec::<bool>().is_ok_and(|b| b.first() == Some(&true));
+                if bad {
+                    self.found = Some(self.tracker.current().0);
+                }
+            }
+        }
+    }
+    let mut f = Find { tracker: Default::default(), found: None };
+    module.visit(&mut f);
+    f.found
+}
+
 /// Every float parameter of `module` with its canonical name and PyTorch-layout shape.
 pub fn param_specs<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamSpec> {
     let mut c = SpecCollector { tracker: PathTracker::default(), specs: Vec::new() };

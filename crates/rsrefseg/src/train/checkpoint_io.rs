@@ -1,9 +1,7 @@
 //! Atomic files: a checkpoint (or any output) is either the old one or the new one, never half
 //! written; and exclusive output directories, so two runs never interleave their files.
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+pub use crate::checkpoint::first_non_finite;
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -41,37 +39,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// sha256 of `bytes` as lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The canonical name of the first parameter of `module` holding a NaN or an infinity (`None`
-/// when every value is finite). Checked before a checkpoint replaces a good one, so a run that
-/// diverged never overwrites the weights it could be recovered from.
-pub fn first_non_finite<B: Backend, M: Module<B>>(module: &M) -> Option<String> {
-    struct Find {
-        tracker: crate::checkpoint::PathTracker,
-        found: Option<String>,
-    }
-    impl<B: Backend> ModuleVisitor<B> for Find {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.tracker.enter(name, container_type);
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.tracker.exit();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            if self.found.is_none() {
-                let v = param.val();
-                // x − x is 0 for finite x and NaN for NaN and ±inf.
-                let bad = (v.clone() - v).is_nan().any().into_data().to_vec::<bool>().is_ok_and(|b| b.first() == Some(&true));
-                if bad {
-                    self.found = Some(self.tracker.current().0);
-                }
-            }
-        }
-    }
-    let mut f = Find { tracker: Default::default(), found: None };
-    module.visit(&mut f);
-    f.found
 }
 
 /// A checkpoint as files: `{name}-{step}.bin` blobs and `state-{step}.json` recording their
@@ -316,6 +283,7 @@ mod tests {
     #[test]
     fn non_finite_parameters_are_named() {
         use burn::module::Param;
+        use burn::tensor::{backend::Backend, Tensor};
         type B = burn::backend::NdArray<f32>;
         #[derive(burn::module::Module, Debug)]
         struct Two<B: Backend> {
