@@ -419,8 +419,10 @@ fn run_scenes(model: &RsRefSeg<B>, scenes: &[(u64, u64)]) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// The q8 bundle's masks against the f32 model's on `scenes`; returns (min IoU, max |Δ logit|).
-fn compare_q8(config: &RsRefSegConfig, tensors: &BundleTensors, scenes: &[(u64, u64)]) -> (f32, f32) {
+/// The q8 bundle's masks against the f32 model's on `scenes`; returns (pooled IoU = Σ∩ / Σ∪ over
+/// the scenes, min per-scene IoU, max |Δ logit| relative to the scene's f32 logit range).
+/// Pooled, because a 40-pixel mask losing 2 border pixels to rounding is IoU 0.95 on its own.
+fn compare_q8(config: &RsRefSegConfig, tensors: &BundleTensors, scenes: &[(u64, u64)]) -> (f32, f32, f32) {
     let f32_model =
         Bundle::from_bytes(write_bundle(config, &tokenizer_json(), tensors, &opts(Quant::F32, false)).unwrap())
             .unwrap()
@@ -432,7 +434,10 @@ fn compare_q8(config: &RsRefSegConfig, tensors: &BundleTensors, scenes: &[(u64, 
     let q8_model = q8.load_model::<B>(&dev()).unwrap();
     let (a, b) = (run_scenes(&f32_model, scenes), run_scenes(&q8_model, scenes));
     let mut worst = (1f32, 0f32);
+    let (mut inter, mut union) = (0usize, 0usize);
     for ((x, y), s) in a.iter().zip(&b).zip(scenes) {
+        inter += x.iter().zip(y).filter(|(p, q)| **p > 0.0 && **q > 0.0).count();
+        union += x.iter().zip(y).filter(|(p, q)| **p > 0.0 || **q > 0.0).count();
         let iou = mask_iou(x, y);
         let diff = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
         let area = x.iter().filter(|&&v| v > 0.0).count();
@@ -443,17 +448,18 @@ fn compare_q8(config: &RsRefSegConfig, tensors: &BundleTensors, scenes: &[(u64, 
             range.0,
             range.1
         );
-        worst = (worst.0.min(iou), worst.1.max(diff));
+        worst = (worst.0.min(iou), worst.1.max(diff / (range.1 - range.0).max(1e-6)));
     }
-    worst
+    (if union == 0 { 1.0 } else { inter as f32 / union as f32 }, worst.0, worst.1)
 }
 
 #[test]
 fn q8_masks_match_f32_on_a_random_nano_model() {
     let (config, tensors) = nano_model();
-    let (iou, diff) = compare_q8(config, tensors, &[(1, 0), (1, 1), (1, 2), (1, 3)]);
-    println!("random nano, q8 vs f32: min mask IoU {iou:.4}, max |Δ logit| {diff:.4}");
-    assert!(iou >= 0.98, "mask IoU {iou}");
+    let (pooled, min, diff) = compare_q8(config, tensors, &[(1, 0), (1, 1), (1, 2), (1, 3)]);
+    println!("random nano, q8 vs f32: pooled mask IoU {pooled:.4}, min {min:.4}, max |Δ logit| {diff:.4} of the range");
+    assert!(pooled >= 0.98 && min >= 0.9, "mask IoU pooled {pooled}, min {min}");
+    assert!(diff <= 0.02, "logits moved by {diff} of their range");
 }
 
 #[test]
@@ -470,9 +476,10 @@ fn q8_masks_match_f32_on_the_trained_nano_model() {
     let synth = SynthConfig::default();
     let scenes: Vec<(u64, u64)> =
         (0..1000u64).rev().filter(|&i| split_of(&synth, i as usize, 1000) == 2).take(6).map(|i| (0, i)).collect();
-    let (iou, diff) = compare_q8(&config, &tensors, &scenes);
-    println!("trained nano, q8 vs f32: min mask IoU {iou:.4}, max |Δ logit| {diff:.4}");
-    assert!(iou >= 0.98, "mask IoU {iou}");
+    let (pooled, min, diff) = compare_q8(&config, &tensors, &scenes);
+    println!("trained nano, q8 vs f32: pooled mask IoU {pooled:.4}, min {min:.4}, max |Δ logit| {diff:.4} of the range");
+    assert!(pooled >= 0.98 && min >= 0.9, "mask IoU pooled {pooled}, min {min}");
+    assert!(diff <= 0.02, "logits moved by {diff} of their range");
 }
 
 #[test]
