@@ -86,6 +86,47 @@ pub enum TrainError {
     Device { device: String },
 }
 
+/// One training checkpoint of `model` and `optim` at `step` with the progress `state` (see
+/// [`save_verified`]: blobs with their sha256, the previous checkpoint kept as a fallback).
+/// Weights that are not finite are never written. Shared by [`Trainer`] and the stage runner.
+pub(crate) fn save_training<B: AutodiffBackend, S: Serialize>(
+    dir: &Path,
+    step: usize,
+    model: &TrainModel<B>,
+    optim: &Optim<B>,
+    state: &S,
+) -> Result<(), TrainError> {
+    let err = |message: String| TrainError::Checkpoint { path: dir.display().to_string(), message };
+    if let Some(name) = first_non_finite(model) {
+        return Err(TrainError::NonFiniteWeights { name, step });
+    }
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let model = recorder.record(model.clone().into_record(), ()).map_err(|e| err(e.to_string()))?;
+    let optim = recorder.record(optim.to_record(), ()).map_err(|e| err(e.to_string()))?;
+    save_verified(dir, step, &[("model", &model), ("optim", &optim)], state, 2).map_err(|e| err(e.to_string()))
+}
+
+/// The newest intact checkpoint of [`save_training`] whose state `accept` takes: the state and
+/// the decoded model and optimizer records.
+#[allow(clippy::type_complexity)]
+pub(crate) fn load_training<B: AutodiffBackend, S: serde::de::DeserializeOwned>(
+    dir: &Path,
+    device: &B::Device,
+    accept: impl Fn(&S) -> Result<(), String>,
+) -> Result<(S, <TrainModel<B> as Module<B>>::Record, <Optim<B> as Optimizer<TrainModel<B>, B>>::Record), TrainError> {
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let (state, (model, optim)) = load_verified::<S, _>(dir, |state, blobs| {
+        accept(state)?;
+        let blob = |k: &str| blobs.get(k).cloned().ok_or_else(|| format!("no {k} file"));
+        let (m, o) = (blob("model")?, blob("optim")?);
+        let model = decode_record("the model record", || recorder.load(m, device).map_err(|e| e.to_string()))?;
+        let optim = decode_record("the optimizer record", || recorder.load(o, device).map_err(|e| e.to_string()))?;
+        Ok((model, optim))
+    })
+    .map_err(|message| TrainError::Checkpoint { path: dir.display().to_string(), message })?;
+    Ok((state, model, optim))
+}
+
 /// AdamW over a [`TrainModel`].
 pub type Optim<B> = OptimizerAdaptor<AdamW, TrainModel<B>, B>;
 
@@ -239,33 +280,14 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.model.valid()
     }
 
-    /// Write the checkpoint of this step into `dir` (see [`save_verified`]: `model-N.bin`,
-    /// `optim-N.bin`, `state-N.json` with their sha256, then `state.json`; the previous
-    /// checkpoint is kept as a fallback). Weights that are not finite are never written.
+    /// Write the checkpoint of this step into `dir` (see [`save_training`]).
     pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
-        let err = |message: String| TrainError::Checkpoint { path: dir.display().to_string(), message };
-        if let Some(name) = first_non_finite(&self.model) {
-            return Err(TrainError::NonFiniteWeights { name, step: self.state.step });
-        }
-        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-        let model = recorder.record(self.model.clone().into_record(), ()).map_err(|e| err(e.to_string()))?;
-        let optim = recorder.record(self.optim.to_record(), ()).map_err(|e| err(e.to_string()))?;
-        save_verified(dir, self.state.step, &[("model", &model), ("optim", &optim)], &self.state, 2).map_err(|e| err(e.to_string()))
+        save_training(dir, self.state.step, &self.model, &self.optim, &self.state)
     }
 
     /// Continue from the newest intact checkpoint in `dir` (as written by [`Self::save`]).
     pub fn resume(mut self, dir: &Path) -> Result<Self, TrainError> {
-        let err = |message: String| TrainError::Checkpoint { path: dir.display().to_string(), message };
-        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-        let device = self.device.clone();
-        let (state, (model, optim)) = load_verified::<TrainState, _>(dir, |_, blobs| {
-            let blob = |k: &str| blobs.get(k).cloned().ok_or_else(|| format!("no {k} file"));
-            let (m, o) = (blob("model")?, blob("optim")?);
-            let model = decode_record("the model record", || recorder.load(m, &device).map_err(|e| e.to_string()))?;
-            let optim = decode_record("the optimizer record", || recorder.load(o, &device).map_err(|e| e.to_string()))?;
-            Ok((model, optim))
-        })
-        .map_err(err)?;
+        let (state, model, optim) = load_training::<B, TrainState>(dir, &self.device.clone(), |_| Ok(()))?;
         self.model = self.model.load_record(model);
         self.optim = self.optim.load_record(optim);
         self.state = state;

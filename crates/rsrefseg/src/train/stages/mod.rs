@@ -20,16 +20,14 @@ pub mod promptable;
 pub mod referring;
 pub mod vision_language;
 
-use super::checkpoint_io::{decode_record, first_non_finite, load_verified, save_verified};
 use super::clip::clip_global_norm;
 use super::schedule::ScheduleConfig;
 use super::step::TrainModel;
-use super::trainer::{Optim, OptimConfig, TrainError};
+use super::trainer::{load_training, save_training, Optim, OptimConfig, TrainError};
 use crate::config::RsRefSegConfig;
 use crate::encoders::TextTokenizer;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
-use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -151,39 +149,23 @@ impl<B: AutodiffBackend> StageRunner<B> {
         Ok((lr, norm))
     }
 
-    /// The checkpoint of this step (see [`save_verified`]: blobs with their sha256, the previous
-    /// checkpoint kept as a fallback); weights that are not finite are never written.
+    /// The checkpoint of this step (see [`save_training`]).
     pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
-        let err = |message: String| TrainError::Checkpoint { path: dir.display().to_string(), message };
-        if let Some(name) = first_non_finite(&self.model) {
-            return Err(TrainError::NonFiniteWeights { name, step: self.state.step });
-        }
-        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-        let model = recorder.record(self.model.clone().into_record(), ()).map_err(|e| err(e.to_string()))?;
-        let optim = recorder.record(self.optim.to_record(), ()).map_err(|e| err(e.to_string()))?;
-        let state = (&self.state, &self.config);
-        save_verified(dir, self.state.step, &[("model", &model), ("optim", &optim)], &state, 2).map_err(|e| err(e.to_string()))
+        save_training(dir, self.state.step, &self.model, &self.optim, &(&self.state, &self.config))
     }
 
     /// Continue from the newest intact checkpoint of [`Self::save`]; the stage settings must be
     /// the ones saved.
     pub fn resume(mut self, dir: &Path, device: &B::Device) -> Result<Self, TrainError> {
-        let err = |message: String| TrainError::Checkpoint { path: dir.display().to_string(), message };
-        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
         let own = self.config.clone();
-        let ((state, _), (model, optim)) = load_verified::<(StageState, StageConfig), _>(dir, |(_, config), blobs| {
+        let ((state, _), model, optim) = load_training::<B, (StageState, StageConfig)>(dir, device, |(_, config)| {
             if *config != own {
                 return Err(format!(
                     "the checkpoint was made with other stage settings ({config:?}); use the same options or a new --out"
                 ));
             }
-            let blob = |k: &str| blobs.get(k).cloned().ok_or_else(|| format!("no {k} file"));
-            let (m, o) = (blob("model")?, blob("optim")?);
-            let model = decode_record("the model record", || recorder.load(m, device).map_err(|e| e.to_string()))?;
-            let optim = decode_record("the optimizer record", || recorder.load(o, device).map_err(|e| e.to_string()))?;
-            Ok((model, optim))
-        })
-        .map_err(err)?;
+            Ok(())
+        })?;
         self.model = self.model.load_record(model);
         self.optim = self.optim.load_record(optim);
         self.state = state;
