@@ -176,9 +176,8 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
     let size = config.image_size();
     let stream = SceneStream::new(args.data_seed, size, args.expressions_per_scene);
     let held_out = SceneStream::new(args.val_seed, size, args.expressions_per_scene).batch(0, args.val_scenes);
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let ckpt = args.out.join("checkpoint");
-    // One run per directory; leftovers of a killed write are cleared under the lock.
+    // Created if needed and held for this run; leftovers of a killed write are cleared under the lock.
     let _lock = rsrefseg::train::checkpoint_io::lock_dir(&args.out).map_err(anyhow::Error::msg)?;
     rsrefseg::train::checkpoint_io::remove_stale_temporaries(&ckpt);
 

@@ -275,8 +275,7 @@ fn train<B: AutodiffBackend>(args: TrainArgs, devices: Vec<B::Device>) -> Result
     let n_devices = devices.len();
     let out = &args.out;
     let ckpt = out.join("checkpoint");
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    // One run per directory; leftovers of a killed write are cleared under the lock.
+    // Created if needed and held for this run; leftovers of a killed write are cleared under the lock.
     let _lock = rsrefseg::train::checkpoint_io::lock_dir(out).map_err(anyhow::Error::msg)?;
     rsrefseg::train::checkpoint_io::remove_stale_temporaries(&ckpt);
 
