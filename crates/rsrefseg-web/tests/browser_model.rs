@@ -168,7 +168,7 @@ async fn exported_api_and_its_errors() {
     assert!(e.contains("no image"), "{e}");
     for (bytes, want) in [
         (Vec::new(), "empty"),
-        (b"this is not an image".to_vec(), "unsupported or corrupt"),
+        (b"this is not an image".to_vec(), "unrecognised file format"),
         (png[..png.len() / 2].to_vec(), "image"),
         (vec![0u8; 41 * 1024 * 1024], "40 MB"),
     ] {
