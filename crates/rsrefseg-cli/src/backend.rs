@@ -5,7 +5,8 @@
 //!
 //! | `--backend` | type (training; evaluation uses the inner backend) | `--precision` | cargo feature |
 //! |---|---|---|---|
-//! | `cpu` | `Autodiff<NdArray<f32>>` | f32 | (always) |
+//! | `cpu` | `Autodiff<Flex>` (burn's Flex CPU backend) | f32 | (always) |
+//! | `ndarray` | `Autodiff<NdArray<f32>>` (burn's NdArray CPU backend) | f32 | (always) |
 //! | `cuda` | `Autodiff<Cuda<F>>`, `F` = `f32`, `bf16`, `f16` | f32, bf16, f16 | `cuda` |
 //! | `wgpu` | `Autodiff<Wgpu<F>>`, `F` = `f32`, `f16` | f32, f16 | `wgpu` |
 //!
@@ -19,18 +20,31 @@ use serde::{Deserialize, Serialize};
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// burn's NdArray backend on the CPU.
+    /// The CPU: burn's Flex backend (the faster of burn's two CPU backends here, see README
+    /// "Performance").
     Cpu,
+    /// The CPU through burn's NdArray backend (the former default; same masks, slower).
+    Ndarray,
     /// burn's wgpu backend (Vulkan, Metal, DirectX 12); needs `--features wgpu`.
     Wgpu,
     /// burn's CUDA backend (NVIDIA GPUs); needs `--features cuda`.
     Cuda,
 }
 
+/// The default CPU backend (`--backend cpu`), also used by the commands that always run on the
+/// CPU (`export-web`, `inspect`).
+pub type CpuBackend = burn_flex::Flex;
+
 impl BackendKind {
+    /// A CPU backend (one device; f32 only).
+    pub fn is_cpu(self) -> bool {
+        matches!(self, BackendKind::Cpu | BackendKind::Ndarray)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Cpu => "cpu",
+            BackendKind::Ndarray => "ndarray",
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
         }
@@ -63,7 +77,7 @@ impl Precision {
 /// `--backend` and `--precision` of the inference commands (`eval`, `segment`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct BackendArgs {
-    /// Compute backend: cpu (always built), wgpu or cuda (built with `--features wgpu|cuda`).
+    /// Compute backend: cpu or ndarray (always built), wgpu or cuda (built with `--features wgpu|cuda`).
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendKind,
     /// Float type of the model on GPU backends; the cpu backend is f32 only.
@@ -92,7 +106,7 @@ pub fn dispatch<J: BackendJob>(
         if d.is_empty() {
             bail!("--devices needs at least one device index");
         }
-        if backend != BackendKind::Cpu {
+        if !backend.is_cpu() {
             let mut seen = d.to_vec();
             seen.sort_unstable();
             seen.dedup();
@@ -102,17 +116,19 @@ pub fn dispatch<J: BackendJob>(
         }
     }
     match backend {
+        BackendKind::Cpu | BackendKind::Ndarray if precision != Precision::F32 => bail!(
+            "--precision {} is not available on the {} backend (it computes in f32): use --precision f32, or \
+             --backend cuda (f32, bf16, f16) / wgpu (f32, f16)",
+            precision.name(),
+            backend.name()
+        ),
         BackendKind::Cpu => {
-            if precision != Precision::F32 {
-                bail!(
-                    "--precision {} is not available on the cpu backend (burn's NdArray computes in f32): use \
-                     --precision f32, or --backend cuda (f32, bf16, f16) / wgpu (f32, f16)",
-                    precision.name()
-                );
-            }
-            type Cpu = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
             let n = devices.map_or(1, <[usize]>::len);
-            job.run::<Cpu>(vec![burn::backend::ndarray::NdArrayDevice::Cpu; n])
+            job.run::<burn::backend::Autodiff<CpuBackend>>(vec![burn_flex::FlexDevice; n])
+        }
+        BackendKind::Ndarray => {
+            let n = devices.map_or(1, <[usize]>::len);
+            job.run::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(vec![burn::backend::ndarray::NdArrayDevice::Cpu; n])
         }
         BackendKind::Cuda => cuda::dispatch(precision, devices, job),
         BackendKind::Wgpu => wgpu::dispatch(precision, devices, job),

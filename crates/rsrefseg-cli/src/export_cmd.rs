@@ -61,7 +61,7 @@ fn read_text(path: &Path, what: &str) -> Result<String> {
 }
 
 pub fn run(args: ExportWebArgs) -> Result<()> {
-    type B = burn::backend::NdArray<f32>;
+    type B = crate::backend::CpuBackend;
     let device = Default::default();
     // Blocks must tile the input widths of every quantised layer (all multiples of 32 in the
     // presets); a block that tiles none would leave every layer in f32 without a word.

@@ -43,7 +43,7 @@ impl Entry {
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
-    type B = burn::backend::NdArray<f32>;
+    type B = crate::backend::CpuBackend;
     let device = Default::default();
     let img = model_files::read_image(&args.image)?;
     let config = model_files::load_config(&args.model)?;

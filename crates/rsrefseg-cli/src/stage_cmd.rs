@@ -86,10 +86,14 @@ pub struct StageArgs {
     /// Global-norm gradient clipping.
     #[arg(long, default_value_t = 3.0)]
     pub grad_clip: f64,
-    /// Stage 3: fine-tune SAM's image encoder (Hiera + FPN) too; SigLIP's vision tower stays
-    /// frozen. Each scene is still encoded once per step.
+    /// Stage 3: fine-tune SAM's image encoder (Hiera + FPN) too. Each scene is still encoded
+    /// once per step.
     #[arg(long)]
     pub tune_sam_encoder: bool,
+    /// Stage 3: fine-tune SigLIP's vision tower too (frozen by default, keeping stage 1's
+    /// alignment).
+    #[arg(long)]
+    pub tune_siglip_vision: bool,
     /// Seed of the training scene stream (held-out scenes use another stream).
     #[arg(long, default_value_t = 1)]
     pub data_seed: u64,
@@ -225,6 +229,7 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
         grad_clip: args.grad_clip,
         data_seed: args.data_seed,
         tune_sam_encoder: args.tune_sam_encoder,
+        tune_siglip_vision: args.tune_siglip_vision,
     };
     let mut runner = StageRunner::new(TrainModel::from_model(model, None, device), stage_config);
     if args.resume {
@@ -254,7 +259,7 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
                     stages::promptable::loss(&model.model.sam, &samples, grid, &mut rng, device)
                 }
                 Stage::Referring => {
-                    stages::referring::loss(model, &config, &tokenizer, &refseg, &samples, args.tune_sam_encoder, device)
+                    stages::referring::loss(model, &config, &tokenizer, &refseg, &samples, runner.config.encoder_tuning(), device)
                 }
             }
             .map_err(|e| anyhow!("step {step}: {e}"))?

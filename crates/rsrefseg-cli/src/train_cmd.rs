@@ -1,6 +1,6 @@
 //! `rsrefseg train`: the released training recipe (reference §6–§7) on a JSONL dataset as
 //! `rsrefseg synth` writes it, on any autodiff backend `--backend` / `--precision` select
-//! (`Autodiff<NdArray>` on the CPU by default), optionally data-parallel over `--devices`.
+//! (`Autodiff<Flex>` on the CPU by default), optionally data-parallel over `--devices`.
 //!
 //! A run directory holds `config.json` (the model), `train_config.json` (every option),
 //! `tokenizer.json` (a copy, so that `rsrefseg eval --config RUN/config.json` finds it),
@@ -90,7 +90,7 @@ pub struct TrainArgs {
     /// Validate on at most N samples of val.jsonl (quick runs).
     #[arg(long)]
     pub val_limit: Option<usize>,
-    /// Compute backend: cpu (always built), wgpu or cuda (built with `--features wgpu|cuda`).
+    /// Compute backend: cpu or ndarray (always built), wgpu or cuda (built with `--features wgpu|cuda`).
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendKind,
     /// Float type of the whole model on GPU backends (cuda: f32, bf16, f16; wgpu: f32, f16);

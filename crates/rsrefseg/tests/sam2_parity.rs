@@ -2,7 +2,6 @@
 //! tiny random SAM 2.1 inside RSRefSeg 2's `full_model.safetensors`, run by Meta's `sam2` code.
 //! Tolerance: |actual − expected| ≤ 1e-4 + 1e-4·|expected| (scale-aware for the mask logits).
 
-use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
 use rsrefseg::checkpoint::keys::{KeyTable, Transform};
 use rsrefseg::checkpoint::{read_tensors, HostTensor, LoadError, LoadOptions, TensorMap};
@@ -12,7 +11,8 @@ use rsrefseg::sam::{load_sam2_tensors, Sam2, Sam2Config};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-type B = NdArray<f32>;
+/// The command line tool's default CPU backend.
+type B = burn_flex::Flex;
 
 const ATOL: f32 = 1e-4;
 const RTOL: f32 = 1e-4;

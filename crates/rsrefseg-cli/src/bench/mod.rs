@@ -78,9 +78,9 @@ pub struct BenchArgs {
     /// Use the tiny sizes of the reference fixtures instead of the `browser` sizes (smoke tests).
     #[arg(long)]
     pub tiny: bool,
-    /// Compute backend; only `ndarray` (CPU) is built into this binary.
-    #[arg(long, default_value = "ndarray")]
-    pub backend: String,
+    /// CPU backend to time: cpu (burn's Flex, the default of every command) or ndarray.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: crate::backend::BackendKind,
     /// Also write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -205,61 +205,87 @@ struct Report<'a> {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     anyhow::ensure!(args.text_len >= 1 && args.prompter_text_len >= 1, "--text-len and --prompter-text-len must be at least 1");
-    if args.backend != "ndarray" {
-        bail!("backend {:?} is not built into this binary; use --backend ndarray", args.backend);
+    if !args.backend.is_cpu() {
+        bail!("bench times the CPU backends only: use --backend cpu or --backend ndarray");
     }
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
     let threads = crate::configure_threads(args.threads)?;
-    if args.pipeline {
-        let image = args.image.as_deref().expect("clap requires --image");
-        return pipeline::run(pipeline::PipelineArgs {
-            model: &args.model,
-            image,
-            text: crate::model_files::TextArgs { text: args.text.clone(), token_ids: args.token_ids.clone() },
-            reps: args.reps,
-            warmup: args.warmup,
-            threads,
-            json: args.json.as_ref(),
-        });
-    }
-    if args.train_step {
-        let name = args.model.config.as_deref().expect("clap requires --config");
-        return train_step::run(train_step::TrainStepArgs {
-            config: crate::eval_cmd::resolve_config(name)?,
-            config_name: name,
-            batch_size: args.batch_size.max(1),
-            text_len: args.prompter_text_len,
-            reps: args.reps,
-            warmup: args.warmup,
-            threads,
-            json: args.json.as_ref(),
-        });
-    }
-    let sizes = if args.tiny { Sizes::tiny() } else { Sizes::browser() };
-    let stages = if args.stages.is_empty() { Stage::ALL.to_vec() } else { args.stages.clone() };
-    let text_len = args.text_len.min(sizes.siglip.text_config.max_position_embeddings);
-    let prompter_len = args.prompter_text_len.min(sizes.siglip.text_config.max_position_embeddings);
+    let backend = args.backend;
+    crate::backend::dispatch(backend, crate::backend::Precision::F32, None, Bench { args, threads })
+}
 
-    type B = burn::backend::NdArray<f32>;
-    let device = Default::default();
-    B::seed(&device, 0);
-    eprintln!("rsrefseg bench: {}, NdArray (CPU), {threads} threads, {} warm-up + {} timed runs", sizes.label, args.warmup, args.reps);
+/// The benchmark body, generic over the CPU backend `--backend` picks.
+struct Bench {
+    args: BenchArgs,
+    threads: usize,
+}
 
-    let mut results = Vec::new();
-    for stage in stages {
-        eprintln!("  {} …", stage.name());
-        let r = bench_stage::<B>(stage, &sizes, text_len, prompter_len, &args, &device)
-            .with_context(|| format!("stage {}", stage.name()))?;
-        results.push(r);
+impl crate::backend::BackendJob for Bench {
+    type Output = ();
+
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<()> {
+        let Bench { args, threads } = self;
+        let device = &devices[0];
+        let backend = args.backend.name();
+        if args.pipeline {
+            let image = args.image.as_deref().expect("clap requires --image");
+            return pipeline::run::<B::InnerBackend>(
+                pipeline::PipelineArgs {
+                    model: &args.model,
+                    image,
+                    text: crate::model_files::TextArgs { text: args.text.clone(), token_ids: args.token_ids.clone() },
+                    reps: args.reps,
+                    warmup: args.warmup,
+                    threads,
+                    json: args.json.as_ref(),
+                    backend,
+                },
+                device,
+            );
+        }
+        if args.train_step {
+            let name = args.model.config.as_deref().expect("clap requires --config");
+            return train_step::run::<B>(
+                train_step::TrainStepArgs {
+                    config: crate::eval_cmd::resolve_config(name)?,
+                    config_name: name,
+                    batch_size: args.batch_size.max(1),
+                    text_len: args.prompter_text_len,
+                    reps: args.reps,
+                    warmup: args.warmup,
+                    threads,
+                    json: args.json.as_ref(),
+                    backend,
+                },
+                device,
+            );
+        }
+        let sizes = if args.tiny { Sizes::tiny() } else { Sizes::browser() };
+        let stages = if args.stages.is_empty() { Stage::ALL.to_vec() } else { args.stages.clone() };
+        let text_len = args.text_len.min(sizes.siglip.text_config.max_position_embeddings);
+        let prompter_len = args.prompter_text_len.min(sizes.siglip.text_config.max_position_embeddings);
+
+        B::InnerBackend::seed(device, 0);
+        eprintln!(
+            "rsrefseg bench: {}, {backend} (CPU), {threads} threads, {} warm-up + {} timed runs",
+            sizes.label, args.warmup, args.reps
+        );
+        let mut results = Vec::new();
+        for stage in stages {
+            eprintln!("  {} …", stage.name());
+            let r = bench_stage::<B::InnerBackend>(stage, &sizes, text_len, prompter_len, &args, device)
+                .with_context(|| format!("stage {}", stage.name()))?;
+            results.push(r);
+        }
+        print_table(&results, &sizes, threads, &args);
+        if let Some(path) = &args.json {
+            let report = Report { sizes: sizes.label, backend, threads, reps: args.reps, warmup: args.warmup, stages: &results };
+            std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
     }
-    print_table(&results, &sizes, threads, &args);
-    if let Some(path) = &args.json {
-        let report = Report { sizes: sizes.label, backend: "ndarray", threads, reps: args.reps, warmup: args.warmup, stages: &results };
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
 }
 
 fn normal<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
@@ -377,7 +403,7 @@ fn bench_stage<B: Backend>(
 fn print_table(results: &[StageResult], sizes: &Sizes, threads: usize, args: &BenchArgs) {
     let opt = |x: Option<f64>, prec: usize| x.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"));
     println!("sizes: {}", sizes.label);
-    println!("backend: ndarray (CPU), threads: {threads}, warm-up: {}, reps: {}", args.warmup, args.reps);
+    println!("backend: {} (CPU), threads: {threads}, warm-up: {}, reps: {}", args.backend.name(), args.warmup, args.reps);
     println!();
     println!("| stage | work | GMAC | median ms | min ms | GFLOP/s | anchor GMAC | anchor ms | anchor GFLOP/s | ratio |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");

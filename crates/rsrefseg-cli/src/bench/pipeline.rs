@@ -26,6 +26,8 @@ pub struct PipelineArgs<'a> {
     pub warmup: usize,
     pub threads: usize,
     pub json: Option<&'a PathBuf>,
+    /// `--backend` name, for the report.
+    pub backend: &'a str,
 }
 
 
@@ -37,10 +39,9 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-pub fn run(args: PipelineArgs) -> Result<()> {
-    type B = burn::backend::NdArray<f32>;
-    let device = Default::default();
-    let config = model_files::load_config(args.model)?;
+pub fn run<B: Backend>(args: PipelineArgs, device: &B::Device) -> Result<()> {
+    let device = device.clone();
+        let config = model_files::load_config(args.model)?;
     let t = Instant::now();
     let model = model_files::load_model::<B>(args.model, &config, &device)?;
     let load_ms = ms(t);
@@ -134,7 +135,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         let report = json!({
             "impl": "rsrefseg",
             "mode": "pipeline",
-            "backend": "ndarray",
+            "backend": args.backend,
             "threads": args.threads,
             "reps": args.reps,
             "warmup": args.warmup,

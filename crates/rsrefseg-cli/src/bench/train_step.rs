@@ -7,8 +7,8 @@ use super::{elapsed_ms as ms, median_min, MedianMin};
 use anyhow::{Context, Result};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, ElementConversion, Int, Tensor};
 use rsrefseg::config::RsRefSegConfig;
 use rsrefseg::loss::{LossWeights, RefSegLoss};
 use rsrefseg::train::clip::clip_global_norm;
@@ -26,13 +26,14 @@ pub struct TrainStepArgs<'a> {
     pub warmup: usize,
     pub threads: usize,
     pub json: Option<&'a PathBuf>,
+    /// `--backend` name, for the report.
+    pub backend: &'a str,
 }
 
 
-pub fn run(args: TrainStepArgs) -> Result<()> {
-    type B = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
-    let device = Default::default();
-    B::seed(&device, 0);
+pub fn run<B: AutodiffBackend>(args: TrainStepArgs, device: &B::Device) -> Result<()> {
+    let device = device.clone();
+        B::seed(&device, 0);
     let config = &args.config;
     let (b, s) = (args.batch_size, config.image_size());
     let l = args.text_len.min(config.siglip.text_config.max_position_embeddings);
@@ -63,7 +64,7 @@ pub fn run(args: TrainStepArgs) -> Result<()> {
         let t0 = Instant::now();
         let terms = model.loss(&batch, &loss);
         // Read the loss (the trainer logs it), which also finishes any queued work.
-        let total: f32 = terms.total.clone().inner().into_scalar();
+        let total: f32 = terms.total.clone().inner().into_scalar().elem();
         let t_fwd = ms(t0);
         let t = Instant::now();
         let mut grads = GradientsParams::from_grads(terms.total.backward(), &model);
@@ -93,7 +94,7 @@ pub fn run(args: TrainStepArgs) -> Result<()> {
         let report = json!({
             "impl": "rsrefseg",
             "mode": "train_step",
-            "backend": "ndarray",
+            "backend": args.backend,
             "config": args.config_name,
             "threads": args.threads,
             "batch_size": b,

@@ -5,9 +5,10 @@ use burn::tensor::{Tensor, TensorData};
 use rsrefseg::checkpoint::{read_tensors, HostTensor, TensorMap};
 use std::path::PathBuf;
 
-pub type B = burn::backend::NdArray<f32>;
+/// The default CPU backend of the command line tool (`--backend cpu`).
+pub type B = burn_flex::Flex;
 
-pub fn dev() -> burn::backend::ndarray::NdArrayDevice {
+pub fn dev() -> burn_flex::FlexDevice {
     Default::default()
 }
 

@@ -96,6 +96,16 @@ pub struct StageConfig {
     /// Stage 3: fine-tune SAM's image encoder too (see [`referring`]).
     #[serde(default)]
     pub tune_sam_encoder: bool,
+    /// Stage 3: fine-tune SigLIP's vision tower too (see [`referring`]).
+    #[serde(default)]
+    pub tune_siglip_vision: bool,
+}
+
+impl StageConfig {
+    /// The encoders stage 3 fine-tunes.
+    pub fn encoder_tuning(&self) -> referring::EncoderTuning {
+        referring::EncoderTuning { sam_encoder: self.tune_sam_encoder, siglip_vision: self.tune_siglip_vision }
+    }
 }
 
 /// AdamW over a [`TrainModel`]: parameters that get no gradient in a stage (the parts it does

@@ -6,7 +6,8 @@
 //! The text tower, SigLIP's logit scale/bias, the prompter and SAM's prompt encoder and mask
 //! decoder (and the loss head's scalars) are trained. With `tune_sam_encoder` SAM's image
 //! encoder is fine-tuned too (as the paper tunes its encoders, here in full rather than through
-//! LoRA), still once per scene; SigLIP's vision tower stays frozen, keeping stage 1's alignment.
+//! LoRA), still once per scene; with `tune_siglip_vision` SigLIP's vision tower is fine-tuned
+//! on the referring loss (stage 1's alignment is then its starting point, not a constraint).
 //!
 //! One term is added to the released recipe: SAM's IoU-head loss (MSE between the predicted IoU
 //! and the IoU the mask reaches, as in stage 2). RSRefSeg 2 inherits a trained IoU head from SAM
@@ -27,49 +28,59 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 
+/// Which image encoders stage 3 fine-tunes (both frozen by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EncoderTuning {
+    /// SAM's image encoder (Hiera + FPN).
+    pub sam_encoder: bool,
+    /// SigLIP's vision tower: end-to-end vision–language adaptation, as the paper tunes its
+    /// aligner (here in full rather than through LoRA).
+    pub siglip_vision: bool,
+}
+
 /// Encode the scenes once and repeat the encodings per row (`rows[i]` = scene of row i).
-/// SigLIP's vision tower always runs without gradient (lifted onto the autodiff backend as a
-/// constant); SAM's image encoder too, unless `tune_sam_encoder`, in which case it is encoded
-/// on the autodiff backend and fine-tuned with the rest (still once per scene).
+/// A frozen encoder runs on the inner (non-autodiff) backend and its output is lifted onto the
+/// autodiff backend as a constant; a tuned one runs on the autodiff backend (still once per
+/// scene, so its gradient sums over the scene's expressions).
 pub fn frozen_encoding<B: AutodiffBackend>(
     model: &TrainModel<B>,
     samples: &[StreamSample],
     rows: &[usize],
-    tune_sam_encoder: bool,
+    tune: EncoderTuning,
     device: &B::Device,
 ) -> ImageEncoding<B> {
     let idx = index::<B>(rows, device);
-    if tune_sam_encoder {
-        let x01 = scenes_x01::<B>(samples, device);
+    let x01 = scenes_x01::<B>(samples, device);
+    let clip_size = model.model.clip_size;
+    let v = if tune.siglip_vision {
+        model.model.siglip.vision_model.forward(crate::pre::clip_pixels(x01.clone(), clip_size))
+    } else {
         let inner = model.model.siglip.vision_model.valid();
-        let v = inner.forward(crate::pre::clip_pixels(x01.clone().inner(), model.model.clip_size));
-        let sam = model.model.sam.encode_image(crate::pre::sam_pixels(x01));
-        return ImageEncoding {
-            v: Tensor::<B, 3>::from_inner(v).select(0, idx.clone()),
-            sam: Sam2ImageFeatures {
-                image_embed: sam.image_embed.select(0, idx.clone()),
-                high_res: sam.high_res.map(|h| HighResFeatures {
-                    feat_s0: h.feat_s0.select(0, idx.clone()),
-                    feat_s1: h.feat_s1.select(0, idx.clone()),
-                }),
-                backbone: sam.backbone,
-            },
-        };
-    }
-    let inner = model.model.valid();
-    let x01 = scenes_x01::<B::InnerBackend>(samples, device);
-    let enc = inner.encode_image(x01);
-    let lift4 = |t: Tensor<B::InnerBackend, 4>| Tensor::<B, 4>::from_inner(t);
-    let pick4 = |t: Tensor<B::InnerBackend, 4>| lift4(t).select(0, idx.clone());
-    ImageEncoding {
-        v: Tensor::<B, 3>::from_inner(enc.v).select(0, idx.clone()),
-        sam: Sam2ImageFeatures {
-            image_embed: pick4(enc.sam.image_embed),
-            high_res: enc.sam.high_res.map(|h| HighResFeatures { feat_s0: pick4(h.feat_s0), feat_s1: pick4(h.feat_s1) }),
+        Tensor::<B, 3>::from_inner(inner.forward(crate::pre::clip_pixels(x01.clone().inner(), clip_size)))
+    };
+    let sam = if tune.sam_encoder {
+        model.model.sam.encode_image(crate::pre::sam_pixels(x01))
+    } else {
+        let enc = model.model.sam.valid().encode_image(crate::pre::sam_pixels(x01.inner()));
+        let lift4 = |t: Tensor<B::InnerBackend, 4>| Tensor::<B, 4>::from_inner(t);
+        Sam2ImageFeatures {
+            image_embed: lift4(enc.image_embed),
+            high_res: enc.high_res.map(|h| HighResFeatures { feat_s0: lift4(h.feat_s0), feat_s1: lift4(h.feat_s1) }),
             backbone: ImageEncoderOutput {
-                trunk: enc.sam.backbone.trunk.into_iter().map(lift4).collect(),
-                fpn: enc.sam.backbone.fpn.into_iter().map(lift4).collect(),
+                trunk: enc.backbone.trunk.into_iter().map(lift4).collect(),
+                fpn: enc.backbone.fpn.into_iter().map(lift4).collect(),
             },
+        }
+    };
+    ImageEncoding {
+        v: v.select(0, idx.clone()),
+        sam: Sam2ImageFeatures {
+            image_embed: sam.image_embed.select(0, idx.clone()),
+            high_res: sam.high_res.map(|h| HighResFeatures {
+                feat_s0: h.feat_s0.select(0, idx.clone()),
+                feat_s1: h.feat_s1.select(0, idx.clone()),
+            }),
+            backbone: sam.backbone,
         },
     }
 }
@@ -81,7 +92,7 @@ pub fn loss<B: AutodiffBackend>(
     tokenizer: &TextTokenizer,
     refseg: &RefSegLoss,
     samples: &[StreamSample],
-    tune_sam_encoder: bool,
+    tune: EncoderTuning,
     device: &B::Device,
 ) -> Result<StageLoss<B>, String> {
     let mut rows = Vec::new();
@@ -98,7 +109,7 @@ pub fn loss<B: AutodiffBackend>(
         return Err("no expression in the batch".into());
     }
     let size = samples[0].scene.width;
-    let image = frozen_encoding(model, samples, &rows, tune_sam_encoder, device);
+    let image = frozen_encoding(model, samples, &rows, tune, device);
     let (ids, mask) = tokens::<B>(tokenizer, config, &sentences, device)?;
     let out = model.model.query(&image, ids, Some(mask), true);
     let [n, g2, d] = image.v.dims();
