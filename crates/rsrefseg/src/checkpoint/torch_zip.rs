@@ -44,7 +44,14 @@ pub fn read_with_root(bytes: &[u8], origin: &str, root_key: Option<&str>) -> Res
     if !bytes.starts_with(b"PK\x03\x04") {
         return Err(err(not_zip_message(bytes)));
     }
-    let mut archive = Archive::open(bytes).map_err(err)?;
+    read_limited(bytes, origin, root_key, SLACK_BYTES)
+}
+
+/// [`read_with_root`] with the slack of the memory limits as a parameter (tests use 0 to reach the
+/// limits with small archives).
+fn read_limited(bytes: &[u8], origin: &str, root_key: Option<&str>, slack: u64) -> Result<TensorMap, LoadError> {
+    let err = |m: String| LoadError::format(origin, m);
+    let mut archive = Archive::open(bytes, slack).map_err(err)?;
     let pickle = archive.entry("data.pkl").map_err(err)?;
     let top = Vm::new(&pickle).run().map_err(err)?;
     let selected = select_root(&top, root_key).map_err(err)?;
@@ -80,15 +87,32 @@ fn not_zip_message(bytes: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------------
 // Archive access
 
+/// Bytes a checkpoint may decompress to: `INFLATE_RATIO` × its file size plus `SLACK_BYTES`.
+/// `torch.save` stores records uncompressed and float data deflates poorly, so real checkpoints
+/// stay near 1×; a zip bomb (a few hundred KB inflating to GBs) is refused before it is inflated.
+const INFLATE_RATIO: u64 = 4;
+/// Bytes the decoded tensors may occupy: `VIEW_RATIO` × the storage read (as f32) plus
+/// `SLACK_BYTES`. Tensors sharing a storage (tied weights) are each copied out, which may double
+/// it; dozens of full views of one storage (another bomb) are refused.
+const VIEW_RATIO: u64 = 2;
+const SLACK_BYTES: u64 = 256 << 20;
+
 struct Archive<'a> {
     zip: zip::ZipArchive<Cursor<&'a [u8]>>,
     /// `<root>/` prefix of every record.
     root: String,
     big_endian: bool,
+    /// Decompressed bytes every record read so far may still add (see [`INFLATE_RATIO`]).
+    inflate_budget: u64,
+    /// Storage read so far, in bytes of f32 values (the base of the decoded-tensor budget).
+    storage_bytes: u64,
+    file_len: u64,
+    /// [`SLACK_BYTES`] (tests: less).
+    slack: u64,
 }
 
 impl<'a> Archive<'a> {
-    fn open(bytes: &'a [u8]) -> Result<Self, String> {
+    fn open(bytes: &'a [u8], slack: u64) -> Result<Self, String> {
         let zip = zip::ZipArchive::new(Cursor::new(bytes))
             .map_err(|e| format!("not a readable zip archive (truncated or damaged?): {e}"))?;
         // torch writes every record under one top-level folder named after the file.
@@ -107,7 +131,9 @@ impl<'a> Archive<'a> {
                 "zip archive without data.pkl: not a torch.save checkpoint".into()
             });
         };
-        let mut archive = Archive { zip, root, big_endian: false };
+        let file_len = bytes.len() as u64;
+        let inflate_budget = file_len.saturating_mul(INFLATE_RATIO).saturating_add(slack);
+        let mut archive = Archive { zip, root, big_endian: false, inflate_budget, storage_bytes: 0, file_len, slack };
         if archive.has("byteorder") {
             let order = archive.entry("byteorder")?;
             archive.big_endian = match order.trim_ascii() {
@@ -132,8 +158,25 @@ impl<'a> Archive<'a> {
             }
             e => format!("cannot open record {full}: {e}"),
         })?;
-        let mut out = Vec::with_capacity(file.size().min(1 << 30) as usize);
-        file.read_to_end(&mut out).map_err(|e| format!("cannot read record {full}: {e}"))?;
+        let budget = self.inflate_budget;
+        let too_big = || {
+            format!(
+                "record {full} inflates beyond the limit for this {}-byte file ({INFLATE_RATIO}× its size + {} MiB): \
+                 a compressed bomb or a damaged archive",
+                self.file_len,
+                self.slack >> 20
+            )
+        };
+        if file.size() > budget {
+            return Err(too_big());
+        }
+        let mut out = Vec::with_capacity(file.size() as usize);
+        // The declared size may lie: read at most one byte beyond the budget.
+        (&mut file).take(budget + 1).read_to_end(&mut out).map_err(|e| format!("cannot read record {full}: {e}"))?;
+        if out.len() as u64 > budget {
+            return Err(too_big());
+        }
+        self.inflate_budget -= out.len() as u64;
         Ok(out)
     }
 }
@@ -1249,6 +1292,7 @@ fn materialize(found: Found, archive: &mut Archive) -> Result<TensorMap, String>
         groups[i].1.push((name, t));
     }
     let mut out = TensorMap::new();
+    let mut decoded_bytes = 0u64;
     for ((key, kind), tensors) in groups {
         let storage = &tensors[0].1.storage;
         let mut blob = archive.entry(&format!("data/{key}"))?;
@@ -1273,6 +1317,7 @@ fn materialize(found: Found, archive: &mut Archive) -> Result<TensorMap, String>
         }
         let values = decode(kind.dtype(), &blob).ok_or_else(|| format!("storage data/{key}: undecodable dtype"))?;
         drop(blob);
+        archive.storage_bytes += values.len() as u64 * 4;
         let single = tensors.len() == 1;
         let mut values = Some(values);
         for (name, t) in tensors {
@@ -1282,6 +1327,18 @@ fn materialize(found: Found, archive: &mut Archive) -> Result<TensorMap, String>
                 .map(|&s| usize::try_from(s).map_err(|_| format!("{name}: negative size {:?}", t.size)))
                 .collect::<Result<_, _>>()?;
             let src = values.as_ref().unwrap();
+            // Refuse before allocating: the tensors decoded so far plus this one against the budget.
+            let numel = shape.iter().try_fold(1u64, |a, &s| a.checked_mul(s as u64)).unwrap_or(u64::MAX);
+            decoded_bytes = decoded_bytes.saturating_add(numel.saturating_mul(4));
+            let limit = archive.storage_bytes.saturating_mul(VIEW_RATIO).saturating_add(archive.slack);
+            if decoded_bytes > limit {
+                return Err(format!(
+                    "{name}: the tensors would decode to more than {limit} bytes, {VIEW_RATIO}× the {} bytes of storage \
+                     in the archive + {} MiB (many views of one storage: a decompression bomb?)",
+                    archive.storage_bytes,
+                    archive.slack >> 20
+                ));
+            }
             let whole = shape.iter().try_fold(1usize, |a, &s| a.checked_mul(s)) == Some(src.len());
             let data = if single && whole && t.offset == 0 && is_contiguous(&t.size, &t.stride) {
                 values.take().unwrap()
@@ -1449,6 +1506,43 @@ mod tests {
         p.op(b"u}bu");
         p.s("epoch").i(3).op(b"s.");
         archive(&p.0, &[("0", f32s(&[0., 1., 2., 3., 4., 5.]))])
+    }
+
+    #[test]
+    fn refuses_a_record_that_inflates_far_beyond_the_file() {
+        // 4 MB of zeros deflate to a few KB: far more than 4× the file.
+        let mut p = P::default();
+        p.op(b"\x80\x02}(").s("w").tensor("FloatStorage", "0", 1 << 20, 0, &[1 << 20], &[1]).op(b"u.");
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        w.start_file("archive/data.pkl", stored).unwrap();
+        w.write_all(&p.0).unwrap();
+        w.start_file("archive/data/0", deflated).unwrap();
+        w.write_all(&vec![0u8; 4 << 20]).unwrap();
+        let bomb = w.finish().unwrap().into_inner();
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+        let e = read_limited(&bomb, "bomb.pt", None, 0).unwrap_err().to_string();
+        assert!(e.contains("inflates beyond the limit"), "{e}");
+        // Within the real slack (256 MiB) the same archive is an ordinary checkpoint.
+        assert_eq!(read(&bomb, "bomb.pt").unwrap()["w"].data.len(), 1 << 20);
+    }
+
+    #[test]
+    fn refuses_many_full_views_of_one_storage() {
+        let views = |n: usize| {
+            let mut p = P::default();
+            p.op(b"\x80\x02}(");
+            for i in 0..n {
+                p.s(&format!("w{i}")).tensor("FloatStorage", "0", 1000, 0, &[1000], &[1]);
+            }
+            p.op(b"u.");
+            archive(&p.0, &[("0", f32s(&[1.0; 1000]))])
+        };
+        // Tied weights (two names, one storage) decode; five copies exceed 2× the storage.
+        assert_eq!(read_limited(&views(2), "tied.pt", None, 0).unwrap().len(), 2);
+        let e = read_limited(&views(5), "views.pt", None, 0).unwrap_err().to_string();
+        assert!(e.contains("would decode to more than"), "{e}");
     }
 
     #[test]
