@@ -1,4 +1,4 @@
-//! Backend selection: burn's WebGPU backend when the browser offers an adapter, the NdArray CPU
+//! Backend selection: burn's WebGPU backend when the browser offers an adapter, the Flex CPU
 //! backend otherwise, and a tiny self-check on the chosen one.
 //!
 //! WebGPU is initialised **once** per page or worker, asynchronously, before any tensor op; a
@@ -6,9 +6,8 @@
 
 use std::cell::Cell;
 
-use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::wgpu::{graphics::WebGpu as WebGpuApi, RuntimeOptions, WgpuDevice};
-use burn::backend::{NdArray, WebGpu};
+use burn::backend::WebGpu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use js_sys::{Function, Promise, Reflect};
@@ -20,7 +19,7 @@ use wasm_bindgen_futures::JsFuture;
 pub enum BackendKind {
     /// burn's wgpu backend on the browser's WebGPU.
     WebGpu,
-    /// burn's NdArray backend on the CPU (single thread).
+    /// burn's Flex backend on the CPU ([`crate::CpuBackend`]; one thread, wasm SIMD128).
     Cpu,
 }
 
@@ -140,7 +139,7 @@ pub async fn has_webgpu_adapter() -> Result<bool, JsValue> {
 pub async fn matmul_on(kind: BackendKind, a: &[f32], b: &[f32], mkn: [usize; 3]) -> Vec<f32> {
     match kind {
         BackendKind::WebGpu => matmul::<WebGpu>(&WgpuDevice::default(), a, b, mkn).await,
-        BackendKind::Cpu => matmul::<NdArray>(&NdArrayDevice::Cpu, a, b, mkn).await,
+        BackendKind::Cpu => matmul::<crate::CpuBackend>(&burn_flex::FlexDevice, a, b, mkn).await,
     }
 }
 

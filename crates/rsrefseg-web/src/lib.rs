@@ -2,7 +2,7 @@
 //!
 //! A `wasm-bindgen` API over the [`rsrefseg`] model crate, run by the page's Web Worker
 //! (`web/worker.js`; the page's UI thread never runs the model). Compute runs on burn's WebGPU
-//! backend when the browser offers an adapter and on the NdArray CPU backend otherwise.
+//! backend when the browser offers an adapter and on burn's Flex CPU backend ([`CpuBackend`]) otherwise.
 //!
 //! | module | what |
 //! | --- | --- |
@@ -22,6 +22,11 @@
 //!
 //! On non-wasm targets only the backend-generic part is built (host tests write the reference
 //! values the browser tests compare against).
+
+/// The CPU backend of the page's fallback (and of the host tests that write its reference
+/// values): burn's Flex, the same CPU backend as the command line tool's default. In the browser
+/// it runs on one thread with wasm SIMD128 (`.cargo/config.toml` enables it for wasm32).
+pub type CpuBackend = burn_flex::Flex;
 
 pub mod bundle;
 pub mod pipeline;

@@ -5,9 +5,8 @@ use crate::backend::{init, selected, BackendKind};
 use crate::bundle::load_bundle;
 use crate::js::{error, num, object};
 use crate::pipeline::{now_ms, EncodedImage, Segmenter};
-use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::wgpu::WgpuDevice;
-use burn::backend::{NdArray, WebGpu};
+use burn::backend::WebGpu;
 use js_sys::{Function, Promise, Reflect, Uint8Array};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -17,13 +16,13 @@ use wasm_bindgen_futures::JsFuture;
 /// A segmenter on the backend it was loaded on.
 pub(crate) enum AnySegmenter {
     Gpu(Segmenter<WebGpu>),
-    Cpu(Segmenter<NdArray>),
+    Cpu(Segmenter<crate::CpuBackend>),
 }
 
 /// An encoded image on the backend of the model that encoded it.
 pub(crate) enum AnyImage {
     Gpu(EncodedImage<WebGpu>),
-    Cpu(EncodedImage<NdArray>),
+    Cpu(EncodedImage<crate::CpuBackend>),
 }
 
 pub(crate) struct Loaded {
@@ -93,8 +92,8 @@ pub async fn load_model(bytes: Vec<u8>) -> Result<JsValue, JsValue> {
             (AnySegmenter::Gpu(loaded.segmenter(device)), config, summary)
         }
         BackendKind::Cpu => {
-            let device = NdArrayDevice::Cpu;
-            let loaded = load_bundle::<NdArray>(bytes, &device).map_err(error)?;
+            let device = burn_flex::FlexDevice;
+            let loaded = load_bundle::<crate::CpuBackend>(bytes, &device).map_err(error)?;
             let (config, summary) = (loaded.config.clone(), loaded.summary.clone());
             (AnySegmenter::Cpu(loaded.segmenter(device)), config, summary)
         }

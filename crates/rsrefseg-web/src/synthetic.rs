@@ -6,8 +6,6 @@
 //! meaningless mask. Used by the browser tests of the exported API and by the page for
 //! development (`?model=synthetic`); the parity tests run the shipped bundle.
 
-use burn::backend::ndarray::NdArrayDevice;
-use burn::backend::NdArray;
 use rsrefseg::checkpoint::{param_specs, HostTensor, TensorMap};
 use rsrefseg::config::RsRefSegConfig;
 use rsrefseg::export::quantize::fnv1a64;
@@ -29,10 +27,10 @@ pub fn tokenizer_json() -> String {
 /// of the `Linear` weights among them.
 pub fn tensors(config: &RsRefSegConfig, seed: u64) -> Result<(TensorMap, BTreeSet<String>), String> {
     // Only the parameter names and shapes are taken from this instance.
-    let model = config.init::<NdArray>(&NdArrayDevice::Cpu)?;
+    let model = config.init::<crate::CpuBackend>(&burn_flex::FlexDevice)?;
     let mut out = TensorMap::new();
     let mut linear = BTreeSet::new();
-    for spec in param_specs::<NdArray, _>(&model) {
+    for spec in param_specs::<crate::CpuBackend, _>(&model) {
         let data = values(&spec.name, &spec.shape, seed);
         if spec.transposed {
             linear.insert(spec.name.clone());

@@ -1,5 +1,5 @@
 //! The model in the browser (headless Chromium): the shipped nano bundle (`models/nano/nano.rsb`)
-//! on the fixed input of `tests/common`, on WebGPU (SwiftShader) and on the CPU fallback (NdArray),
+//! on the fixed input of `tests/common`, on WebGPU (SwiftShader) and on the CPU fallback (Flex),
 //! compared with the host's
 //! reference values (`tests/fixtures/nano_reference.json`, written and kept current by
 //! `tests/native_reference.rs`): mask IoU ≥ 0.99, low-resolution mask logits within 1e-3.
@@ -7,9 +7,8 @@
 
 #![cfg(target_arch = "wasm32")]
 
-use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::wgpu::WgpuDevice;
-use burn::backend::{NdArray, WebGpu};
+use burn::backend::WebGpu;
 use burn::tensor::backend::Backend;
 use js_sys::Reflect;
 use rsrefseg_web::bundle::load_bundle;
@@ -114,7 +113,7 @@ async fn run_and_compare<B: Backend>(device: B::Device, name: &str) -> [f64; 4] 
 
 #[wasm_bindgen_test]
 async fn nano_bundle_on_cpu_matches_host() {
-    run_and_compare::<NdArray>(NdArrayDevice::Cpu, "cpu").await;
+    run_and_compare::<rsrefseg_web::CpuBackend>(burn_flex::FlexDevice, "cpu").await;
 }
 
 #[wasm_bindgen_test]

@@ -1,5 +1,5 @@
 //! Host side of the browser parity tests: runs the web pipeline ([`rsrefseg_web::pipeline`]) on
-//! burn's NdArray backend with the shipped nano bundle (`models/nano/nano.rsb`) and the fixed
+//! burn's Flex CPU backend (`rsrefseg_web::CpuBackend`) with the shipped nano bundle (`models/nano/nano.rsb`) and the fixed
 //! input of `tests/common`, and checks the result against `tests/fixtures/nano_reference.json`,
 //! the file the browser tests (`tests/browser_model.rs`, WebGPU and CPU in Chromium) compare
 //! against.
@@ -14,8 +14,6 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use burn::backend::ndarray::NdArrayDevice;
-use burn::backend::NdArray;
 use rsrefseg::export::TokenTablePlacement;
 use rsrefseg_web::bundle::{load_bundle, load_bundle_with};
 use rsrefseg_web::pipeline::{block_on, Segmentation};
@@ -50,8 +48,8 @@ fn rle(mask: &[u8]) -> Vec<usize> {
 }
 
 fn run(placement: Option<TokenTablePlacement>) -> Segmentation {
-    let device = NdArrayDevice::Cpu;
-    let seg = load_bundle_with::<NdArray>(common::BUNDLE.to_vec(), &device, placement).unwrap().segmenter(device);
+    let device = burn_flex::FlexDevice;
+    let seg = load_bundle_with::<rsrefseg_web::CpuBackend>(common::BUNDLE.to_vec(), &device, placement).unwrap().segmenter(device);
     let enc = block_on(seg.encode(&common::image(), 0.0)).unwrap();
     block_on(seg.segment(&enc, SENTENCE)).unwrap()
 }
@@ -66,7 +64,7 @@ fn compute() -> Value {
         .collect();
     json!({
         "about": "rsrefseg-web parity reference: the shipped nano bundle (models/nano/nano.rsb, its FNV-1a \
-                  below), web/samples/synth-tanks.png cropped to image_hw, NdArray on the host. Written by \
+                  below), web/samples/synth-tanks.png cropped to image_hw, Flex on the host. Written by \
                   tests/native_reference.rs (UPDATE_FIXTURES=1); read by tests/browser_model.rs.",
         "bundle_fnv1a64": format!("{:016x}", rsrefseg::export::quantize::fnv1a64(common::BUNDLE)),
         "image_hw": [IMAGE_HW.0, IMAGE_HW.1],
@@ -142,7 +140,7 @@ fn token_table_on_the_host_answers_as_on_the_device() {
     assert!((host.iou - device.iou).abs() <= 1e-5);
     // The default: the table stays on the host (the page never uploads it whole).
     let bytes = common::BUNDLE.to_vec();
-    let loaded = load_bundle::<NdArray>(bytes, &NdArrayDevice::Cpu).unwrap();
+    let loaded = load_bundle::<rsrefseg_web::CpuBackend>(bytes, &burn_flex::FlexDevice).unwrap();
     assert_eq!(loaded.tokens.placement(), TokenTablePlacement::Host);
     assert!(loaded.summary.contains("token table on the host"));
     let [rows, _] = loaded.model.siglip.text_model.embeddings.token_embedding.weight.dims();
