@@ -32,7 +32,7 @@ BIN=target/release/rsrefseg
 SHIPPED=models/nano/stages
 TEST_SEED=2026    # the held-out test set (never a training or validation stream)
 
-cargo build --release -p rsrefseg-cli --features simd
+cargo build --release -p rsrefseg-cli
 mkdir -p "$WORK"
 [ -f "$WORK/test-data/test.jsonl" ] || "$BIN" synth --out "$WORK/test-data" --seed "$TEST_SEED" --n 1000
 

@@ -16,7 +16,7 @@ pub mod safetensors_file;
 pub mod torch_zip;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, ElementConversion, Tensor, TensorData};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -252,8 +252,13 @@ pub fn first_non_finite<B: Backend, M: Module<B>>(module: &M) -> Option<String> 
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if self.found.is_none() {
                 let v = param.val();
-                // x − x is 0 for finite x and NaN for NaN and ±inf.
-                let bad = (v.clone() - v).is_nan().any().into_data().to_vec::<bool>().is_ok_and(|b| b.first() == Some(&true));
+                // A sum reduces without a parameter-sized temporary (the browser preset's token
+                // table is 786 MB) and is NaN or infinite whenever an element is. Only then the
+                // exact test: x − x is 0 for finite x and NaN for NaN and ±inf (a sum can also
+                // overflow on finite values).
+                let sum: f64 = v.clone().sum().into_scalar().elem();
+                let bad = !sum.is_finite()
+                    && (v.clone() - v).is_nan().any().into_data().to_vec::<bool>().is_ok_and(|b| b.first() == Some(&true));
                 if bad {
                     self.found = Some(self.tracker.current().0);
                 }
@@ -458,5 +463,33 @@ pub fn read_tensors_from_bytes(bytes: &[u8], origin: &str) -> Result<TensorMap, 
         torch_zip::read(bytes, origin)
     } else {
         safetensors_file::read(bytes, origin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_non_finite;
+    use burn::module::{Module, Param};
+    use burn::tensor::{backend::Backend, Tensor, TensorData};
+
+    #[derive(Module, Debug)]
+    struct Two<B: Backend> {
+        a: Param<Tensor<B, 1>>,
+        b: Param<Tensor<B, 1>>,
+    }
+
+    fn two(a: Vec<f32>, b: Vec<f32>) -> Two<burn::backend::NdArray<f32>> {
+        let dev = Default::default();
+        let p = |v: Vec<f32>| Param::from_tensor(Tensor::from_data(TensorData::new(v.clone(), [v.len()]), &dev));
+        Two { a: p(a), b: p(b) }
+    }
+
+    #[test]
+    fn finds_nan_and_infinities_but_not_large_finite_weights() {
+        assert_eq!(first_non_finite(&two(vec![1.0, 2.0], vec![3.0])), None);
+        // The sum of these overflows to +inf although every weight is finite.
+        assert_eq!(first_non_finite(&two(vec![3e38; 4], vec![0.0])), None);
+        assert_eq!(first_non_finite(&two(vec![1.0], vec![0.0, f32::NAN])).as_deref(), Some("b"));
+        assert_eq!(first_non_finite(&two(vec![f32::NEG_INFINITY, 1.0], vec![0.0])).as_deref(), Some("a"));
     }
 }
