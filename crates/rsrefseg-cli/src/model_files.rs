@@ -149,6 +149,8 @@ pub fn read_image(path: &Path) -> Result<RgbImage> {
 pub struct Tokens {
     pub ids: Vec<i64>,
     pub mask: Vec<i64>,
+    /// Words of the sentence the vocabulary does not know (a warning for the user), if any.
+    pub note: Option<String>,
 }
 
 impl Tokens {
@@ -164,6 +166,7 @@ impl Tokens {
 /// Tokenise `--text` (with the configuration's tokenizer policy) or take `--token-ids`.
 pub fn tokens(text: &TextArgs, model: &ModelArgs, config: &RsRefSegConfig) -> Result<Tokens> {
     let tc = &config.siglip.text_config;
+    let mut note = None;
     let (ids, mask) = match (&text.text, &text.token_ids) {
         (_, Some(ids)) => (ids.clone(), vec![1; ids.len()]),
         (Some(sentence), None) => {
@@ -185,6 +188,7 @@ pub fn tokens(text: &TextArgs, model: &ModelArgs, config: &RsRefSegConfig) -> Re
             };
             let tokenizer = TextTokenizer::from_bytes(&json, config.tokenizer.clone()).map_err(|e| anyhow!("{e}"))?;
             let batch = tokenizer.encode_batch(&[sentence.as_str()]).map_err(|e| anyhow!("{e}"))?;
+            note = tokenizer.vocabulary_note(sentence);
             let to_i64 = |v: &Vec<u32>| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
             (to_i64(&batch.input_ids[0]), to_i64(&batch.attention_mask[0]))
         }
@@ -199,5 +203,5 @@ pub fn tokens(text: &TextArgs, model: &ModelArgs, config: &RsRefSegConfig) -> Re
     if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= tc.vocab_size) {
         bail!("token id {bad} is outside the vocabulary (0..{})", tc.vocab_size);
     }
-    Ok(Tokens { ids, mask })
+    Ok(Tokens { ids, mask, note })
 }

@@ -52,6 +52,9 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
     let img = model_files::read_image(&args.image)?;
     let config = model_files::load_config(&args.model)?;
     let tokens = model_files::tokens(&args.text, &args.model, &config)?;
+    if let Some(note) = &tokens.note {
+        eprintln!("warning: {note}");
+    }
     // One run at a time per directory, every file replaced atomically: the outputs of a
     // directory always belong to one run (result.json describes the mask.png beside it).
     let _lock = lock_dir(&args.out_dir).map_err(anyhow::Error::msg)?;
@@ -82,6 +85,7 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
         "size_hw": [img.height, img.width],
         "text": args.text.text,
         "token_ids": tokens.ids,
+        "note": tokens.note,
         "predicted_iou": iou,
         "object_score_logit": object_score,
         "mask_pixels": pixels,

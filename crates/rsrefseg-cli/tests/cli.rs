@@ -255,6 +255,15 @@ fn segment_without_a_model_runs_the_embedded_nano() {
     let mask = image::open(out_dir.join("mask.png")).unwrap();
     let input = image::open(&png).unwrap();
     assert_eq!((mask.width(), mask.height()), (input.width(), input.height()));
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("result.json")).unwrap()).unwrap();
+    assert!(result["note"].is_null(), "{result}");
+    // Words the model's vocabulary does not know are named, on stderr and in result.json.
+    let out = rsrefseg(&["segment", "--image", png.to_str().unwrap(), "--text", "asdf 港口", "--out-dir", out_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("warning: No word") && stderr.contains("“asdf”"), "{stderr}");
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("result.json")).unwrap()).unwrap();
+    assert!(result["note"].as_str().is_some_and(|n| n.contains("“港口”")), "{result}");
     // Weights without their configuration are an error that says what to pass.
     let weights = reference("full_model.safetensors");
     let out = rsrefseg(&["segment", "--weights", weights.to_str().unwrap(), "--image", png.to_str().unwrap(), "--text", "the ship"]);

@@ -218,6 +218,11 @@ impl<B: Backend> Segmenter<B> {
                 (model.encode_text(to_ids(&mapped.ids), Some(mask)), mapped.note)
             }
         };
+        // Unknown words first: they change the answer more than a pruned-table detail.
+        let note = match (self.tokenizer.vocabulary_note(text), note) {
+            (Some(a), Some(b)) => Some(format!("{a} {b}")),
+            (a, b) => a.or(b),
+        };
         fence(&text_out.t_sent).await?;
         let t1 = now_ms();
         let prompter = self.model.prompt(&image.encoding, &text_out);

@@ -163,17 +163,19 @@ fn refsegrs_and_risbench_trees() {
 
 #[test]
 fn pipeline_train_and_eval() {
-    // A 6×4 (H×W) image with a 3×2 mask (resized to the image size first), S = 16.
+    // A 6×4 (H×W) image with its 6×4 mask, S = 16.
     let root = temp_dir("pipeline");
     let (h0, w0, s) = (6, 4, 16);
     let rgb = pattern(h0, w0, 3);
     write_rgb(&root.join("img.png"), h0, w0, &rgb);
-    let small = rect(3, 2, 0, 2, 1, 2);
-    let rec = jsonl::Record::new("train", Id::Int(0), "x", "img.png", &Rle::encode(&small).unwrap());
+    let mask = rect(6, 4, 0, 4, 2, 4);
+    let rec = jsonl::Record::new("train", Id::Int(0), "x", "img.png", &Rle::encode(&mask).unwrap());
     let mut missing = rec.clone();
     missing.file_name = "nope.png".into();
+    // A mask of another size than its image (3×2 for the 6×4 image) is refused, not resized.
+    let other = jsonl::Record::new("train", Id::Int(1), "y", "img.png", &Rle::encode(&rect(3, 2, 0, 2, 1, 2)).unwrap());
     let list = root.join("a.jsonl");
-    jsonl::write_records(&list, [&rec, &missing]).unwrap();
+    jsonl::write_records(&list, [&rec, &missing, &other]).unwrap();
 
     let eval = RefDataset::from_jsonl(&list, &root, None, s, Mode::Eval).unwrap();
     let it = eval.get(0).unwrap();
@@ -181,8 +183,7 @@ fn pipeline_train_and_eval() {
     assert_eq!((h1, w1), (16, 11));
     assert_eq!(it.geometry.resized, (h1, w1));
     assert_eq!(it.gt_size, (h0, w0));
-    // Nearest 3×2 → 6×4: rows 0..4, column 2..4 set.
-    assert_eq!(it.gt, rect(6, 4, 0, 4, 2, 4).data);
+    assert_eq!(it.gt, mask.data);
     let img = RgbImage::new(h0, w0, rgb.clone()).unwrap();
     assert_eq!(it.image, resize_linear_u8(&img, h1, w1));
     let x = it.x01();
@@ -204,6 +205,9 @@ fn pipeline_train_and_eval() {
             assert_eq!(it.gt[y * s + x], want, "({y},{x})");
         }
     }
+
+    let e = eval.get(2).unwrap_err().to_string();
+    assert!(e.contains("sample 2") && e.contains("the mask is 2×3") && e.contains("is 4×6"), "{e}");
 
     // A missing image names the sample and its line.
     let e = eval.get(1).unwrap_err().to_string();

@@ -85,3 +85,20 @@ fn empty_and_overlong_text_get_clear_errors() {
     assert_eq!(ids.len(), 64);
     assert_eq!(*ids.last().unwrap(), 1, "EOS kept after truncation");
 }
+
+/// The shipped nano vocabulary (55 words) reads typos, emoji and other scripts as one unknown
+/// token: the user is told which words, and when no word is known at all.
+#[test]
+fn words_outside_the_vocabulary_are_reported() {
+    let json = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/nano/tokenizer.json")).unwrap();
+    let nano = TextTokenizer::from_bytes(&json, rsrefseg::config::RsRefSegConfig::nano().tokenizer).unwrap();
+    assert_eq!(nano.vocabulary_note("the largest white storage tank"), None);
+    let (words, all) = nano.unknown_words("the white shipp 🚢 left");
+    assert_eq!((words, all), (vec!["shipp".to_string(), "🚢".to_string()], false));
+    let note = nano.vocabulary_note("the white shipp left").unwrap();
+    assert!(note.contains("“shipp”") && note.contains("read as unknown"), "{note}");
+    let note = nano.vocabulary_note("asdf qwerty 港口").unwrap();
+    assert!(note.contains("No word") && note.contains("“asdf”") && note.contains("“港口”"), "{note}");
+    // Gemma's byte fallback knows every byte: nothing to report.
+    assert_eq!(tokenizer(TokenizerConfig::rsrefseg2()).vocabulary_note("asdf 🚢 港口"), None);
+}

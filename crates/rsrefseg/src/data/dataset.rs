@@ -111,7 +111,16 @@ impl RefDataset {
         let (h0, w0) = (image.height, image.width);
 
         let mask = sample.load_mask().map_err(|e| err(e.message))?;
-        let mask = if (mask.height, mask.width) == (h0, w0) { mask } else { resize_nearest(&mask, h0, w0) };
+        // A mask of another size belongs to another image (or another crop of it): resizing it
+        // would train on and score against a misplaced object, so the sample is refused.
+        if (mask.height, mask.width) != (h0, w0) {
+            return Err(err(format!(
+                "the mask is {}×{} (width × height) but the image {} is {w0}×{h0}: a mask must have its image's size",
+                mask.width,
+                mask.height,
+                path.display()
+            )));
+        }
 
         let (h1, w1) = keep_ratio_size(h0, w0, self.size);
         let resized = if (h1, w1) == (h0, w0) { image } else { resize_linear_u8(&image, h1, w1) };

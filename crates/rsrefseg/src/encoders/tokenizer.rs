@@ -174,6 +174,42 @@ impl TextTokenizer {
         Ok(ids)
     }
 
+    /// The words of `text` the vocabulary does not know (tokenised to its unknown token), as
+    /// written, and whether every token of `text` is unknown. No words for byte-fallback
+    /// vocabularies (SigLIP 2's Gemma), which know every byte.
+    pub fn unknown_words(&self, text: &str) -> (Vec<String>, bool) {
+        let Some(unk) = ["<unk>", "[UNK]", "<UNK>"].iter().find_map(|t| self.inner.token_to_id(t)) else {
+            return (Vec::new(), false);
+        };
+        let text = text.trim();
+        let text = if self.config.lowercase { text.to_lowercase() } else { text.to_string() };
+        let Ok(enc) = self.inner.encode(text.as_str(), false) else { return (Vec::new(), false) };
+        let mut words: Vec<String> = Vec::new();
+        for (&id, &(a, b)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+            let word = text.get(a..b).unwrap_or_default().to_string();
+            if id == unk && !word.is_empty() && !words.contains(&word) {
+                words.push(word);
+            }
+        }
+        let all = !enc.get_ids().is_empty() && enc.get_ids().iter().all(|&id| id == unk);
+        (words, all)
+    }
+
+    /// A warning for the user when words of `text` are unknown to the vocabulary (`None` when
+    /// every word is known): the model reads each as the same unknown token.
+    pub fn vocabulary_note(&self, text: &str) -> Option<String> {
+        let (unknown, all) = self.unknown_words(text);
+        if unknown.is_empty() {
+            return None;
+        }
+        let list = unknown.iter().map(|w| format!("“{w}”")).collect::<Vec<_>>().join(", ");
+        Some(if all {
+            format!("No word of the sentence is in the model's vocabulary ({list}): the answer does not depend on it.")
+        } else {
+            format!("Not in the model's vocabulary, read as unknown: {list}.")
+        })
+    }
+
     /// Tokenise and pad a batch.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<TokenizedText, TextError> {
         let seqs = texts.iter().map(|t| self.encode_one(t)).collect::<Result<Vec<_>, _>>()?;
