@@ -91,5 +91,20 @@ fn loss_goes_down_and_resume_continues_identically() {
     for (i, (x, y)) in losses.iter().zip(&resumed).enumerate() {
         assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "step {i}: {x} vs {y}\n{losses:?}\n{resumed:?}");
     }
+
+    // A state claiming a step beyond the run (edited by hand) is refused instead of "finishing"
+    // the run at once.
+    let state = dir.join("state.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    m["state"]["step"] = 100_000.into();
+    std::fs::write(&state, m.to_string()).unwrap();
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let p = f.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().starts_with("state-") {
+            std::fs::write(&p, m.to_string()).unwrap();
+        }
+    }
+    let e = trainer(99).resume(&dir).err().expect("a step beyond the run is refused").to_string();
+    assert!(e.contains("step 100000") && e.contains("beyond"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }

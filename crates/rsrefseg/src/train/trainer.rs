@@ -287,7 +287,19 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// Continue from the newest intact checkpoint in `dir` (as written by [`Self::save`]).
     pub fn resume(mut self, dir: &Path) -> Result<Self, TrainError> {
-        let (state, model, optim) = load_training::<B, TrainState>(dir, &self.device.clone(), |_| Ok(()))?;
+        // A state past this run's last step (edited, or from a run with more epochs) would make
+        // the run "finish" at once without training: refused, naming both numbers.
+        let total = self.steps_per_epoch * self.epochs;
+        let (state, model, optim) = load_training::<B, TrainState>(dir, &self.device.clone(), |s: &TrainState| {
+            if s.step > total {
+                return Err(format!(
+                    "the checkpoint is at step {}, beyond the {total} steps of this run ({} epochs × {} steps): \
+                     resume with the settings it was made with, or use a new --out",
+                    s.step, self.epochs, self.steps_per_epoch
+                ));
+            }
+            Ok(())
+        })?;
         self.model = self.model.load_record(model);
         self.optim = self.optim.load_record(optim);
         self.state = state;
