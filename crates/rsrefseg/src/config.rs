@@ -316,6 +316,8 @@ mod tests {
             ("num_attention_heads", Box::new(|c| c.siglip.vision_config.num_attention_heads = 7)),
             ("patch_size", Box::new(|c| c.siglip.vision_config.patch_size = 0)),
             ("layer_norm_eps", Box::new(|c| c.siglip.vision_config.layer_norm_eps = -1e-6)),
+            ("layer_norm_eps", Box::new(|c| c.sam.hiera.layer_norm_eps = -1.0)),
+            ("layer_norm_eps", Box::new(|c| c.prompter.layer_norm_eps = 0.0)),
             ("window_spec", Box::new(|c| c.sam.hiera.window_spec = vec![8, 4])),
             ("q_pool", Box::new(|c| c.sam.hiera.q_pool = 9)),
             ("global_att_blocks", Box::new(|c| c.sam.hiera.global_att_blocks = vec![99])),

@@ -89,6 +89,9 @@ pub struct PrompterConfig {
 impl PrompterConfig {
     /// Every value the prompter divides by or sizes a layer with, checked before it is built.
     pub fn check(&self) -> Result<(), String> {
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(format!("prompter: layer_norm_eps must be a finite number > 0, not {}", self.layer_norm_eps));
+        }
         let sizes = [
             ("clip_dim", self.clip_dim),
             ("prompt_dim", self.prompt_dim),
