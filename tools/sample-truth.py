@@ -4,7 +4,7 @@
 The synthetic samples are scenes of `rsrefseg synth --out D --n 6 --seed 0`; for each of their
 sentences this copies the target mask (COCO RLE, as the generator wrote it) into the sample's
 "truth" list, after checking that the sample image is byte-identical to the generated one. The
-page test (web/page-test.mjs) compares the page's mask with it.
+page test (tests/page-test.mjs) compares the page's mask with it.
 
     target/release/rsrefseg synth --out target/samples-seed0 --n 6 --seed 0
     python3 tools/sample-truth.py target/samples-seed0

@@ -12,7 +12,7 @@
 #   - wasm-bindgen-cli at exactly the `wasm-bindgen` version in Cargo.lock
 #     (`cargo install` without --locked: its own lockfile pins crates the registry may lack)
 #   - trunk 0.21.14 (newer trunk needs a newer rustc)
-#   - npm packages of package-lock.json (`npm ci`: playwright-core for web/page-test.mjs; it
+#   - npm packages of package-lock.json (`npm ci`: playwright-core for tests/page-test.mjs; it
 #     drives the system Chromium and downloads no browser), with Debian's nodejs/npm if missing
 set -euo pipefail
 

@@ -5,8 +5,8 @@
 #   3. browser tests:        cargo test -p rsrefseg-web --target wasm32-unknown-unknown
 #                            (headless Chromium, WebGPU through SwiftShader, and NdArray)
 #   4. page build + check:   trunk build, then the page is loaded in headless Chromium and
-#                            must reach its "ready" state (web/page-test.py)
-#   5. page test:            web/page-test.mjs (npm playwright-core, system Chromium): on WebGPU
+#                            must reach its "ready" state (tests/page-test.py)
+#   5. page test:            tests/page-test.mjs (npm playwright-core, system Chromium): on WebGPU
 #                            and on the CPU, upload an image, type a sentence, press Enter, check
 #                            the mask; reload offline (service worker); each synthetic sample
 #                            sentence's mask against the generator's ground truth (IoU >= 0.5);
@@ -67,8 +67,8 @@ run_part "browser tests (wasm, Chromium)" browser_tests
 
 if [ "$SKIP_PAGE" != 1 ]; then
     run_part "page build (trunk build)" trunk build --offline
-    run_part "page check (headless Chromium)" python3 web/page-test.py dist
-    run_part "page test (playwright)" node web/page-test.mjs dist --backend webgpu,cpu
+    run_part "page check (headless Chromium)" python3 tests/page-test.py dist
+    run_part "page test (playwright)" node tests/page-test.mjs dist --backend webgpu,cpu
 fi
 
 if [ "${#failed[@]}" != 0 ]; then exit 1; fi

@@ -2,9 +2,9 @@
 """Whole-page check: serve a built page (trunk's dist/) on 127.0.0.1, open it in headless
 Chromium through ChromeDriver (plain WebDriver HTTP, standard library only), wait for the page's
 readiness signal and require that the worker started the wasm module on the requested backend
-and loaded the model (web/page-test.mjs is the full test: image, sentence, mask).
+and loaded the model (tests/page-test.mjs is the full test: image, sentence, mask).
 
-    python3 web/page-test.py dist [--backend webgpu|cpu] [--screenshot page.png]
+    python3 tests/page-test.py dist [--backend webgpu|cpu] [--screenshot page.png]
 
 Environment: CHROMEDRIVER (default: chromedriver on PATH), CHROMIUM (default
 /usr/lib/chromium/chromium), PAGE_TIMEOUT seconds (default 300).

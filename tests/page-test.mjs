@@ -2,7 +2,7 @@
 // Whole-page test of the built demo (trunk's dist/) with npm playwright-core driving the system
 // Chromium (never a downloaded browser), headless, WebGPU through SwiftShader:
 //
-//   node web/page-test.mjs dist [--backend webgpu,cpu] [--shots DIR] [--image FILE] [--text "…"]
+//   node tests/page-test.mjs dist [--backend webgpu,cpu] [--shots DIR] [--image FILE] [--text "…"]
 //                               [--no-fallback-check] [--encode-again]
 //
 // For each backend: serve dist/ on 127.0.0.1, open the page, wait until the model is loaded,
