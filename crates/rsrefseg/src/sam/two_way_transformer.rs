@@ -4,7 +4,7 @@
 //! go through an MLP, and the image attends back to the tokens. A final token-to-image attention
 //! closes the stack. The initial tokens serve as the tokens' positional encoding throughout.
 
-use crate::nn::{Activation, Attention, AttentionConfig, Mlp, MlpConfig};
+use crate::nn::{contiguous, Activation, Attention, AttentionConfig, Mlp, MlpConfig};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig};
@@ -76,9 +76,9 @@ impl<B: Backend> TwoWayTransformer<B> {
         point_embedding: Tensor<B, 3>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let [b, c, h, w] = image_embedding.dims();
-        // (B, C, H, W) -> (B, H·W, C)
-        let keys = image_embedding.reshape([b, c, h * w]).swap_dims(1, 2);
-        let key_pe = image_pe.reshape([b, c, h * w]).swap_dims(1, 2);
+        // (B, C, H, W) -> (B, H·W, C), laid out contiguously once: every layer reads both.
+        let keys = contiguous(image_embedding.reshape([b, c, h * w]).swap_dims(1, 2));
+        let key_pe = contiguous(image_pe.reshape([b, c, h * w]).swap_dims(1, 2));
 
         let mut queries = point_embedding.clone();
         let mut keys = keys;
