@@ -119,3 +119,11 @@ impl<B: Backend> Siglip<B> {
         })
     }
 }
+
+// LoRA-capable layers (RSRefSeg 2 adapts the encoders and SAM's decoder through LoRA).
+crate::nn::lora::lora_tree! {
+    Siglip<B> { text_model, vision_model }
+    SiglipEncoder<B> { layers }
+    SiglipEncoderLayer<B> { self_attn, mlp }
+    SiglipMlp<B> { fc1, fc2 }
+}

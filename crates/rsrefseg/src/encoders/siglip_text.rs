@@ -80,3 +80,8 @@ impl<B: Backend> SiglipTextTower<B> {
         SiglipTextOutput { t_word, t_sent }
     }
 }
+
+// LoRA-capable layers (RSRefSeg 2 adapts the encoders and SAM's decoder through LoRA).
+crate::nn::lora::lora_tree! {
+    SiglipTextTower<B> { encoder, head }
+}

@@ -176,3 +176,10 @@ impl<B: Backend> SiglipVisionTower<B> {
         Some(x.reshape([b, d]))
     }
 }
+
+// LoRA-capable layers (RSRefSeg 2 adapts the encoders and SAM's decoder through LoRA).
+crate::nn::lora::lora_tree! {
+    // The MAP head's `attention.out_proj` stays a plain Linear (see `SIGLIP_TARGETS`).
+    SiglipVisionTower<B> { encoder, head }
+    SiglipMapHead<B> { mlp }
+}

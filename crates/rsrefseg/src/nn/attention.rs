@@ -136,6 +136,12 @@ fn sdpa_blocked<B: Backend>(
     Tensor::cat(blocks, 2)
 }
 
+
+// LoRA-capable layers (RSRefSeg 2 adapts the encoders and SAM's decoder through LoRA).
+crate::nn::lora::lora_tree! {
+    Attention<B> { q_proj, k_proj, v_proj, out_proj }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -344,7 +344,8 @@ pub trait LoraModule<B: Backend>: Module<B> + Sized {
     }
 }
 
-fn child(path: &str, name: &str) -> String {
+/// Canonical path of field `name` under `path`.
+pub(crate) fn child(path: &str, name: &str) -> String {
     if path.is_empty() {
         name.to_string()
     } else {
@@ -377,51 +378,22 @@ impl<B: Backend, M: LoraModule<B>> LoraModule<B> for Option<M> {
 }
 
 /// `lora_tree!(Type { field, … })`: `Type`'s LoRA-capable layers are found under these fields.
+/// Each model module declares its own tree next to its types (this module knows no model type).
 macro_rules! lora_tree {
     ($($ty:ty { $($field:ident),* $(,)? })*) => {$(
-        impl<B: Backend> LoraModule<B> for $ty {
-            fn map_lora(mut self, path: &str, mapper: &mut dyn LoraMapper<B>) -> Self {
-                $(self.$field = self.$field.map_lora(&child(path, stringify!($field)), mapper);)*
+        impl<B: burn::tensor::backend::Backend> $crate::nn::lora::LoraModule<B> for $ty {
+            fn map_lora(mut self, path: &str, mapper: &mut dyn $crate::nn::lora::LoraMapper<B>) -> Self {
+                $(self.$field = $crate::nn::lora::LoraModule::map_lora(
+                    self.$field,
+                    &$crate::nn::lora::child(path, stringify!($field)),
+                    mapper,
+                );)*
                 self
             }
         }
     )*};
 }
-
-use crate::encoders::siglip::{SiglipEncoder, SiglipEncoderLayer, SiglipMlp};
-use crate::encoders::siglip_vision::SiglipMapHead;
-use crate::encoders::{Siglip, SiglipTextTower, SiglipVisionTower};
-use crate::nn::Attention;
-use crate::sam::hiera::{Hiera, MultiScaleAttention, MultiScaleBlock};
-use crate::sam::image_encoder::ImageEncoder;
-use crate::sam::mask_decoder::MaskDecoder;
-use crate::sam::neck::{FpnLateral, FpnNeck};
-use crate::sam::two_way_transformer::{TwoWayAttentionBlock, TwoWayTransformer};
-use crate::sam::Sam2;
-
-lora_tree! {
-    Attention<B> { q_proj, k_proj, v_proj, out_proj }
-    // SigLIP
-    Siglip<B> { text_model, vision_model }
-    SiglipTextTower<B> { encoder, head }
-    // The MAP head's `attention.out_proj` stays a plain Linear (see `SIGLIP_TARGETS`).
-    SiglipVisionTower<B> { encoder, head }
-    SiglipMapHead<B> { mlp }
-    SiglipEncoder<B> { layers }
-    SiglipEncoderLayer<B> { self_attn, mlp }
-    SiglipMlp<B> { fc1, fc2 }
-    // SAM 2
-    Sam2<B> { image_encoder, sam_mask_decoder }
-    ImageEncoder<B> { trunk, neck }
-    Hiera<B> { blocks }
-    MultiScaleBlock<B> { attn }
-    MultiScaleAttention<B> { qkv, proj }
-    FpnNeck<B> { convs }
-    FpnLateral<B> { conv }
-    MaskDecoder<B> { transformer }
-    TwoWayTransformer<B> { layers, final_attn_token_to_image }
-    TwoWayAttentionBlock<B> { self_attn, cross_attn_token_to_image, cross_attn_image_to_token }
-}
+pub(crate) use lora_tree;
 
 // ---- Trainable set ---------------------------------------------------------------------------
 

@@ -512,3 +512,10 @@ pub fn window_unpartition<B: Backend>(
         x
     }
 }
+
+// LoRA-capable layers (RSRefSeg 2 adapts the encoders and SAM's decoder through LoRA).
+crate::nn::lora::lora_tree! {
+    Hiera<B> { blocks }
+    MultiScaleBlock<B> { attn }
+    MultiScaleAttention<B> { qkv, proj }
+}

@@ -35,3 +35,8 @@ impl<B: Backend> ImageEncoder<B> {
         ImageEncoderOutput { trunk, fpn }
     }
 }
+
+// LoRA-capable layers (RSRefSeg 2 adapts the encoders and SAM's decoder through LoRA).
+crate::nn::lora::lora_tree! {
+    ImageEncoder<B> { trunk, neck }
+}

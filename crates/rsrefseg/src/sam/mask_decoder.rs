@@ -363,3 +363,8 @@ impl<B: Backend> MaskDecoder<B> {
         (masks, iou)
     }
 }
+
+// LoRA-capable layers (RSRefSeg 2 adapts the encoders and SAM's decoder through LoRA).
+crate::nn::lora::lora_tree! {
+    MaskDecoder<B> { transformer }
+}

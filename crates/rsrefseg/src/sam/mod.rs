@@ -340,3 +340,8 @@ pub fn load_sam2<B: Backend>(
 ) -> Result<Sam2<B>, LoadError> {
     load_sam2_tensors(read_tensors(path)?, config, device, options).map(|(m, _)| m)
 }
+
+// LoRA-capable layers (RSRefSeg 2 adapts the encoders and SAM's decoder through LoRA).
+crate::nn::lora::lora_tree! {
+    Sam2<B> { image_encoder, sam_mask_decoder }
+}

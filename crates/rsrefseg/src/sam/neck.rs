@@ -94,3 +94,9 @@ impl<B: Backend> FpnNeck<B> {
         out.into_iter().map(|o| o.expect("every level computed")).collect()
     }
 }
+
+// LoRA-capable layers (RSRefSeg 2 adapts the encoders and SAM's decoder through LoRA).
+crate::nn::lora::lora_tree! {
+    FpnNeck<B> { convs }
+    FpnLateral<B> { conv }
+}

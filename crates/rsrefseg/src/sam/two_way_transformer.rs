@@ -147,3 +147,9 @@ impl<B: Backend> TwoWayAttentionBlock<B> {
         (queries, keys)
     }
 }
+
+// LoRA-capable layers (RSRefSeg 2 adapts the encoders and SAM's decoder through LoRA).
+crate::nn::lora::lora_tree! {
+    TwoWayTransformer<B> { layers, final_attn_token_to_image }
+    TwoWayAttentionBlock<B> { self_attn, cross_attn_token_to_image, cross_attn_image_to_token }
+}
