@@ -4,7 +4,7 @@
 use crate::model_files::Tokens;
 use burn::tensor::backend::Backend;
 use burn::tensor::{activation::sigmoid, Tensor};
-use rsrefseg::checkpoint::HostTensor;
+use rsrefseg::host::HostTensor;
 use rsrefseg::model::{ImageEncoding, RsRefSeg, RsRefSegOutput};
 use rsrefseg::post::{binary_mask, logits_at_original_size};
 use rsrefseg::pre::{clip_pixels, sam_pixels, to_x01, Geometry, RgbImage};

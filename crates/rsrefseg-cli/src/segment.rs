@@ -7,7 +7,7 @@ use crate::pipeline;
 use anyhow::{Context, Result};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use rsrefseg::checkpoint::HostTensor;
+use rsrefseg::host::HostTensor;
 use rsrefseg::post::logits_at_original_size;
 use rsrefseg::pre::RgbImage;
 use rsrefseg::train::checkpoint_io::{lock_dir, write_atomic};

@@ -8,6 +8,7 @@
 //! - [`sam`]: SAM 2.1 — Hiera + FPN image encoder, prompt encoder, mask decoder;
 //! - [`nn`]: primitives shared by several parts (attention, MLP, LayerNorm2d, resampling);
 //! - [`checkpoint`]: reading safetensors / torch files and the per-format key tables;
+//! - [`host`]: f32 tensors on the host (checkpoint contents, read-back results);
 //! - [`export`]: the single-file (optionally quantised) model bundle of the browser build;
 //! - [`pre`] / [`post`]: image pre-processing per branch and mask post-processing.
 //!
@@ -18,6 +19,7 @@ pub mod config;
 pub mod data;
 pub mod encoders;
 pub mod export;
+pub mod host;
 pub mod loss;
 pub mod model;
 pub mod nn;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use rsrefseg::checkpoint::HostTensor;
+use rsrefseg::host::HostTensor;
 use rsrefseg::post::{binary_mask, logits_at_original_size};
 use rsrefseg::pre::{clip_pixels, resize_linear_u8, sam_pixels, to_x01, RgbImage};
 

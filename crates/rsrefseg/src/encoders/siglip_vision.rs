@@ -115,7 +115,7 @@ impl<B: Backend> SiglipVisionTower<B> {
         debug_assert_eq!(n, g * g);
         let device = table.device();
         // (g·g, d) rows → (d, g, g) channels-first, resize, back to (gh·gw, d).
-        let t = crate::checkpoint::HostTensor::from_tensor(table.transpose());
+        let t = crate::host::HostTensor::from_tensor(table.transpose());
         let resized = bicubic_host(&t.data, [d, g, g], [gh, gw], false);
         let out: Tensor<B, 2> = Tensor::<B, 1>::from_floats(resized.as_slice(), &device)
             .reshape([d, gh * gw])
