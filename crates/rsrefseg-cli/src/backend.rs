@@ -122,17 +122,20 @@ pub fn dispatch<J: BackendJob>(
             precision.name(),
             backend.name()
         ),
-        BackendKind::Cpu => {
-            let n = devices.map_or(1, <[usize]>::len);
-            job.run::<burn::backend::Autodiff<CpuBackend>>(vec![burn_flex::FlexDevice; n])
-        }
-        BackendKind::Ndarray => {
-            let n = devices.map_or(1, <[usize]>::len);
-            job.run::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(vec![burn::backend::ndarray::NdArrayDevice::Cpu; n])
-        }
+        // A CPU backend has one device: several indices make several workers on it.
+        BackendKind::Cpu => job.run::<burn::backend::Autodiff<CpuBackend>>(vec![burn_flex::FlexDevice; cpu_workers(devices)]),
+        BackendKind::Ndarray => job.run::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(vec![
+            burn::backend::ndarray::NdArrayDevice::Cpu;
+            cpu_workers(devices)
+        ]),
         BackendKind::Cuda => cuda::dispatch(precision, devices, job),
         BackendKind::Wgpu => wgpu::dispatch(precision, devices, job),
     }
+}
+
+/// Workers on the one CPU device: one per `--devices` index, one without.
+fn cpu_workers(devices: Option<&[usize]>) -> usize {
+    devices.map_or(1, <[usize]>::len)
 }
 
 #[cfg(not(all(feature = "cuda", feature = "wgpu")))]

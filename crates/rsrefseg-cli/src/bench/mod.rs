@@ -216,6 +216,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     crate::backend::dispatch(backend, crate::backend::Precision::F32, None, Bench { args, threads })
 }
 
+/// How every benchmark mode runs and reports: repetitions, threads, JSON output, backend name.
+pub struct RunSettings<'a> {
+    pub reps: usize,
+    pub warmup: usize,
+    pub threads: usize,
+    pub json: Option<&'a PathBuf>,
+    /// `--backend` name, for the report.
+    pub backend: &'a str,
+}
+
 /// The benchmark body, generic over the CPU backend `--backend` picks.
 struct Bench {
     args: BenchArgs,
@@ -229,6 +239,7 @@ impl crate::backend::BackendJob for Bench {
         let Bench { args, threads } = self;
         let device = &devices[0];
         let backend = args.backend.name();
+        let run = RunSettings { reps: args.reps, warmup: args.warmup, threads, json: args.json.as_ref(), backend };
         if args.pipeline {
             let image = args.image.as_deref().expect("clap requires --image");
             return pipeline::run::<B::InnerBackend>(
@@ -236,11 +247,7 @@ impl crate::backend::BackendJob for Bench {
                     model: &args.model,
                     image,
                     text: crate::model_files::TextArgs { text: args.text.clone(), token_ids: args.token_ids.clone() },
-                    reps: args.reps,
-                    warmup: args.warmup,
-                    threads,
-                    json: args.json.as_ref(),
-                    backend,
+                    run,
                 },
                 device,
             );
@@ -253,11 +260,7 @@ impl crate::backend::BackendJob for Bench {
                     config_name: name,
                     batch_size: args.batch_size.max(1),
                     text_len: args.prompter_text_len,
-                    reps: args.reps,
-                    warmup: args.warmup,
-                    threads,
-                    json: args.json.as_ref(),
-                    backend,
+                    run,
                 },
                 device,
             );

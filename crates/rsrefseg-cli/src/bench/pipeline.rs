@@ -12,7 +12,7 @@ use rsrefseg::post::{binary_mask, logits_at_original_size};
 use rsrefseg::pre::{clip_pixels, sam_pixels, to_x01};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 /// Stages in pipeline order (the names of the PyTorch side).
@@ -22,12 +22,7 @@ pub struct PipelineArgs<'a> {
     pub model: &'a ModelArgs,
     pub image: &'a Path,
     pub text: TextArgs,
-    pub reps: usize,
-    pub warmup: usize,
-    pub threads: usize,
-    pub json: Option<&'a PathBuf>,
-    /// `--backend` name, for the report.
-    pub backend: &'a str,
+    pub run: super::RunSettings<'a>,
 }
 
 
@@ -41,7 +36,7 @@ fn peak_rss() -> Option<u64> {
 
 pub fn run<B: Backend>(args: PipelineArgs, device: &B::Device) -> Result<()> {
     let device = device.clone();
-        let config = model_files::load_config(args.model)?;
+    let config = model_files::load_config(args.model)?;
     let t = Instant::now();
     let model = model_files::load_model::<B>(args.model, &config, &device)?;
     let load_ms = ms(t);
@@ -55,9 +50,9 @@ pub fn run<B: Backend>(args: PipelineArgs, device: &B::Device) -> Result<()> {
         img.width,
         img.height,
         tokens.ids.len(),
-        args.threads,
-        args.warmup,
-        args.reps
+        args.run.threads,
+        args.run.warmup,
+        args.run.reps
     );
 
     // One full pass, each stage timed (the CPU backend computes eagerly, so a stage's time is
@@ -81,11 +76,11 @@ pub fn run<B: Backend>(args: PipelineArgs, device: &B::Device) -> Result<()> {
     let mut full = Vec::new();
     let mut per_stage: Vec<Vec<f64>> = vec![Vec::new(); STAGES.len()];
     let mut last = None;
-    for rep in 0..args.warmup + args.reps {
+    for rep in 0..args.run.warmup + args.run.reps {
         let t = Instant::now();
         let (times, mask, iou) = pass()?;
         let total = ms(t);
-        if rep >= args.warmup {
+        if rep >= args.run.warmup {
             full.push(total);
             for (acc, t) in per_stage.iter_mut().zip(times) {
                 acc.push(t);
@@ -99,10 +94,10 @@ pub fn run<B: Backend>(args: PipelineArgs, device: &B::Device) -> Result<()> {
     let (x01, geometry) = to_x01::<B>(&img, s, &device);
     let encoding = model.encode_image(x01);
     let mut requery = Vec::new();
-    for rep in 0..args.warmup + args.reps {
+    for rep in 0..args.run.warmup + args.run.reps {
         let t = Instant::now();
         query(&model, &encoding, &tokens, geometry, &device)?;
-        if rep >= args.warmup {
+        if rep >= args.run.warmup {
             requery.push(ms(t));
         }
     }
@@ -126,7 +121,7 @@ pub fn run<B: Backend>(args: PipelineArgs, device: &B::Device) -> Result<()> {
         gib(Some(model.num_params() as u64 * 4))
     );
 
-    if let Some(path) = args.json {
+    if let Some(path) = args.run.json {
         let mask_png = path.with_extension("mask.png");
         image::GrayImage::from_raw(img.width as u32, img.height as u32, mask.iter().map(|&m| m * 255).collect())
             .context("mask size")?
@@ -135,10 +130,10 @@ pub fn run<B: Backend>(args: PipelineArgs, device: &B::Device) -> Result<()> {
         let report = json!({
             "impl": "rsrefseg",
             "mode": "pipeline",
-            "backend": args.backend,
-            "threads": args.threads,
-            "reps": args.reps,
-            "warmup": args.warmup,
+            "backend": args.run.backend,
+            "threads": args.run.threads,
+            "reps": args.run.reps,
+            "warmup": args.run.warmup,
             "stages_ms": stages,
             "full_ms": full,
             "requery_ms": requery,

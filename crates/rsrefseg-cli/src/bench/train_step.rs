@@ -14,7 +14,6 @@ use rsrefseg::loss::{LossWeights, RefSegLoss};
 use rsrefseg::train::clip::clip_global_norm;
 use rsrefseg::train::{Batch, OptimConfig, TrainModel};
 use serde_json::json;
-use std::path::PathBuf;
 use std::time::Instant;
 
 pub struct TrainStepArgs<'a> {
@@ -22,18 +21,13 @@ pub struct TrainStepArgs<'a> {
     pub config_name: &'a str,
     pub batch_size: usize,
     pub text_len: usize,
-    pub reps: usize,
-    pub warmup: usize,
-    pub threads: usize,
-    pub json: Option<&'a PathBuf>,
-    /// `--backend` name, for the report.
-    pub backend: &'a str,
+    pub run: super::RunSettings<'a>,
 }
 
 
 pub fn run<B: AutodiffBackend>(args: TrainStepArgs, device: &B::Device) -> Result<()> {
     let device = device.clone();
-        B::seed(&device, 0);
+    B::seed(&device, 0);
     let config = &args.config;
     let (b, s) = (args.batch_size, config.image_size());
     let l = args.text_len.min(config.siglip.text_config.max_position_embeddings);
@@ -57,10 +51,10 @@ pub fn run<B: AutodiffBackend>(args: TrainStepArgs, device: &B::Device) -> Resul
     let trainable = model.valid().num_params();
     eprintln!(
         "rsrefseg bench --train-step: {}, {trainable} parameters, batch {b} at {s}², {l} tokens, {} threads, {} warm-up + {} timed steps",
-        args.config_name, args.threads, args.warmup, args.reps
+        args.config_name, args.run.threads, args.run.warmup, args.run.reps
     );
     let (mut fwd, mut bwd, mut opt, mut step) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for rep in 0..args.warmup + args.reps {
+    for rep in 0..args.run.warmup + args.run.reps {
         let t0 = Instant::now();
         let terms = model.loss(&batch, &loss);
         // Read the loss (the trainer logs it), which also finishes any queued work.
@@ -76,7 +70,7 @@ pub fn run<B: AutodiffBackend>(args: TrainStepArgs, device: &B::Device) -> Resul
         let t_opt = ms(t);
         let t_step = ms(t0);
         anyhow::ensure!(total.is_finite() && norm.is_finite(), "non-finite loss {total} / gradient norm {norm}");
-        if rep >= args.warmup {
+        if rep >= args.run.warmup {
             fwd.push(t_fwd);
             bwd.push(t_bwd);
             opt.push(t_opt);
@@ -90,17 +84,17 @@ pub fn run<B: AutodiffBackend>(args: TrainStepArgs, device: &B::Device) -> Resul
         println!("| {n} | {:.1} | {:.1} |", m.median, m.min);
     }
     println!("{:.2} samples/s", b as f64 / (step.median * 1e-3));
-    if let Some(path) = args.json {
+    if let Some(path) = args.run.json {
         let report = json!({
             "impl": "rsrefseg",
             "mode": "train_step",
-            "backend": args.backend,
+            "backend": args.run.backend,
             "config": args.config_name,
-            "threads": args.threads,
+            "threads": args.run.threads,
             "batch_size": b,
             "text_len": l,
-            "reps": args.reps,
-            "warmup": args.warmup,
+            "reps": args.run.reps,
+            "warmup": args.run.warmup,
             "forward_ms": fwd,
             "backward_ms": bwd,
             "optimizer_ms": opt,

@@ -141,18 +141,22 @@ impl TextTokenizer {
             .ok_or_else(|| TextError::Tokenizer(format!("the vocabulary has no {token:?} token")))
     }
 
+    /// The tokenizer's encoding of `text` as the model reads it (trimmed, lowercased when the
+    /// configuration says so), with that normalised text (the encoding's offsets index it).
+    fn encoding(&self, text: &str, add_special_tokens: bool) -> Result<(String, tokenizers::Encoding), TextError> {
+        let text = text.trim();
+        let text = if self.config.lowercase { text.to_lowercase() } else { text.to_string() };
+        let enc = self.inner.encode(text.as_str(), add_special_tokens).map_err(|e| TextError::Tokenizer(e.to_string()))?;
+        Ok((text, enc))
+    }
+
     /// Token ids of one sentence, special tokens per the configuration, length-checked.
     pub fn encode_one(&self, text: &str) -> Result<Vec<u32>, TextError> {
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
+        if text.trim().is_empty() {
             return Err(TextError::Empty);
         }
-        let text = if self.config.lowercase { trimmed.to_lowercase() } else { trimmed.to_string() };
         let from_tok = self.config.special_tokens == SpecialTokens::FromTokenizer;
-        let enc = self
-            .inner
-            .encode(text.as_str(), from_tok)
-            .map_err(|e| TextError::Tokenizer(e.to_string()))?;
+        let (_, enc) = self.encoding(text, from_tok)?;
         let mut ids = enc.get_ids().to_vec();
         let mut eos = None;
         if let SpecialTokens::Explicit { bos, eos: want_eos } = self.config.special_tokens {
@@ -181,9 +185,7 @@ impl TextTokenizer {
         let Some(unk) = ["<unk>", "[UNK]", "<UNK>"].iter().find_map(|t| self.inner.token_to_id(t)) else {
             return (Vec::new(), false);
         };
-        let text = text.trim();
-        let text = if self.config.lowercase { text.to_lowercase() } else { text.to_string() };
-        let Ok(enc) = self.inner.encode(text.as_str(), false) else { return (Vec::new(), false) };
+        let Ok((text, enc)) = self.encoding(text, false) else { return (Vec::new(), false) };
         let mut words: Vec<String> = Vec::new();
         for (&id, &(a, b)) in enc.get_ids().iter().zip(enc.get_offsets()) {
             let word = text.get(a..b).unwrap_or_default().to_string();

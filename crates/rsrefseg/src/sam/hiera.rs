@@ -122,9 +122,6 @@ impl HieraConfig {
     /// is built (the builders below assume a configuration that passed).
     pub fn check(&self) -> Result<(), String> {
         let e = |m: String| Err(format!("Hiera: {m}"));
-        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
-            return e(format!("layer_norm_eps must be a finite number > 0, not {}", self.layer_norm_eps));
-        }
         if self.embed_dim == 0 || self.num_heads == 0 {
             return e(format!("embed_dim {} and num_heads {} must be at least 1", self.embed_dim, self.num_heads));
         }
