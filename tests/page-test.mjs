@@ -3,9 +3,10 @@
 // Chromium (never a downloaded browser), headless, WebGPU through SwiftShader:
 //
 //   node tests/page-test.mjs dist [--backend webgpu,cpu] [--shots DIR] [--image FILE] [--text "…"]
-//                               [--no-fallback-check] [--encode-again]
+//                               [--no-fallback-check] [--encode-again] [--url URL]
 //
-// For each backend: serve dist/ on 127.0.0.1, open the page, wait until the model is loaded,
+// For each backend: serve dist/ on 127.0.0.1 (--url: open the page where another server, e.g.
+// tools/demo.sh, serves that directory), open the page, wait until the model is loaded,
 // check the backend label, check the empty-sentence message, upload an image, type a sentence,
 // press Enter, wait for the mask, check that it is non-empty and of the image's size, run the
 // sentence again (re-query on the cached encoding), save a screenshot (--encode-again: encode the
@@ -74,8 +75,9 @@ const server = createServer((req, res) => {
     res.end("not found");
   }
 });
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const base = `http://127.0.0.1:${server.address().port}/`;
+const url = opt("url", null);
+if (!url) await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const base = url ? (url.endsWith("/") ? url : `${url}/`) : `http://127.0.0.1:${server.address().port}/`;
 
 // ---- browser ----------------------------------------------------------------------------------
 const profile = mkdtempSync(join(tmpdir(), "rsrefseg-pw-"));
@@ -364,7 +366,7 @@ try {
   if (!args.includes("--no-fallback-check")) await checkFallback();
 } finally {
   await context.close();
-  server.close();
+  if (!url) server.close();
   rmSync(profile, { recursive: true, force: true });
 }
 console.log(`page-test: ${passed} passed, ${failed} failed`);

@@ -65,10 +65,33 @@ browser_tests() {
 }
 run_part "browser tests (wasm, Chromium)" browser_tests
 
+# tools/demo.sh as a user runs it (it serves web/prebuilt while the hash matches), then the page
+# test against that server.
+prebuilt_page_test() {
+    local port log pid rc=0
+    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    log="$(mktemp)"
+    PORT="$port" bash tools/demo.sh > "$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do
+        python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)" "http://127.0.0.1:$port/" 2>/dev/null && break
+        sleep 0.2
+    done
+    grep -q "serving it" "$log" || { cat "$log"; kill "$pid"; return 1; }
+    node tests/page-test.mjs web/prebuilt --url "http://127.0.0.1:$port/" --backend cpu || rc=$?
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -f "$log"
+    return "$rc"
+}
+
 if [ "$SKIP_PAGE" != 1 ]; then
     run_part "page build (trunk build)" trunk build --offline
     run_part "page check (headless Chromium)" python3 tests/page-test.py dist
     run_part "page test (playwright)" node tests/page-test.mjs dist --backend webgpu,cpu
+    # The committed release page that tools/demo.sh serves: built from these sources, and working.
+    run_part "prebuilt page (source hash)" bash tools/page-hash.sh --check
+    run_part "prebuilt page via demo.sh (playwright)" prebuilt_page_test
 fi
 
 if [ "${#failed[@]}" != 0 ]; then exit 1; fi

@@ -1,23 +1,11 @@
 // The model's Web Worker (a module worker): loads the wasm built by trunk from
-// crates/rsrefseg-web (`data-type="worker"`: unhashed names rsrefseg-web.js / rsrefseg-web_bg.wasm)
+// crates/rsrefseg-web (unhashed names rsrefseg-web.js / rsrefseg-web_bg.wasm, see index.html)
 // and answers the page's requests one at a time. The page's UI thread never runs the model.
 //
-// Protocol (page → worker): {id, op, args}
-//   op "init"          args {backend: "webgpu" | "cpu"}  → {backend, version}
-//   op "loadModel"     args {bytes: ArrayBuffer}         → model info
-//   op "loadModelUrl"  args {url}                        → model info (+ progress messages)
-//   op "loadSynthetic" args {seed?}                      → model info
-//   op "setImage"      args {bytes: ArrayBuffer}         → {width, height, backend, timings}
-//   op "segment"       args {text}                       → {width, height, mask, heatWidth,
-//                                                          heatHeight, heat, heatMin, heatMax,
-//                                                          iou, area, tokens, note, backend,
-//                                                          timings}
-// Worker → page:
-//   {type: "result", id, ok: true, result} | {type: "result", id, ok: false, error}
-//   {type: "progress", id, loaded, total}       (download of loadModelUrl; total 0 = unknown)
-//   {type: "panic", message}                    (the wasm panicked: the page restarts the worker)
-//   {type: "ready"} / {type: "failed", error}   (the wasm module loaded / did not load)
-// Model info: {backend, summary, imageSize, maxTokens, loadMs[, downloadMs, bytes]}.
+// Protocol (page → worker {id, op, args}; worker → page {type: "result", id, ok, result | error},
+// {type: "progress", id, loaded, total}, {type: "panic", message}, {type: "ready"},
+// {type: "failed", error}): every op, its arguments and its result are defined once, as serde
+// structs, in crates/rsrefseg-web/src/messages.rs.
 
 import init, * as api from "./rsrefseg-web.js";
 
@@ -40,7 +28,7 @@ const ops = {
     api.loadModelUrl(String(url), (loaded, total) => self.postMessage({ type: "progress", id, loaded, total })),
   loadSynthetic: ({ seed }) => api.loadSyntheticModel(seed ?? undefined),
   setImage: ({ bytes }) => api.setImage(new Uint8Array(bytes)),
-  segment: ({ text }) => api.segment(String(text ?? "")),
+  segment: (request) => api.segment(request),
 };
 
 // One request at a time, in arrival order (the model and the cached image are shared state).

@@ -122,6 +122,8 @@ pub fn token_tensors<B: Backend>(
 pub struct EvalResult {
     pub overall: Metrics,
     pub per_tag: BTreeMap<String, Metrics>,
+    /// Per expression form (`kind`, where the data names it: the synthetic benchmark does).
+    pub per_kind: BTreeMap<String, Metrics>,
     /// Different-object pairs of one image answered with different masks.
     pub sensitivity: Sensitivity,
     /// Pearson r between the predicted IoU (SAM's IoU head) and the true IoU of each sample.
@@ -148,6 +150,7 @@ pub fn evaluate<B: Backend>(
     let s = dataset.size;
     let mut overall = MetricsAccumulator::new();
     let mut per_tag: BTreeMap<String, MetricsAccumulator> = BTreeMap::new();
+    let mut per_kind: BTreeMap<String, MetricsAccumulator> = BTreeMap::new();
     let mut sensitivity = Sensitivity::default();
     let mut iou_pairs: Vec<(f64, f64)> = Vec::new();
     // The current image: its path, encoding and the (prediction, ground truth) of its samples.
@@ -175,6 +178,9 @@ pub fn evaluate<B: Backend>(
         if let Some(tag) = &item.tag {
             per_tag.entry(tag.clone()).or_default().add(&pred, &item.gt, category).map_err(|e| anyhow!("sample {i}: {e}"))?;
         }
+        if let Some(kind) = &item.kind {
+            per_kind.entry(kind.clone()).or_default().add(&pred, &item.gt, category).map_err(|e| anyhow!("sample {i}: {e}"))?;
+        }
         answers.push((pred, item.gt));
         progress(i + 1, n);
     }
@@ -182,6 +188,7 @@ pub fn evaluate<B: Backend>(
     Ok(EvalResult {
         overall: overall.compute().expect("non-empty"),
         per_tag: per_tag.into_iter().filter_map(|(t, a)| a.compute().map(|m| (t, m))).collect(),
+        per_kind: per_kind.into_iter().filter_map(|(t, a)| a.compute().map(|m| (t, m))).collect(),
         sensitivity,
         iou_pearson: pearson(&iou_pairs),
     })
@@ -351,6 +358,9 @@ impl EvalResult {
         v["per_category"] = Value::Object(per_category);
         v["mean_iou"] = num(self.overall.mean_iou / 100.0);
         v["per_tag"] = Value::Object(self.per_tag.iter().map(|(t, m)| (t.clone(), summary(m))).collect());
+        if !self.per_kind.is_empty() {
+            v["per_kind"] = Value::Object(self.per_kind.iter().map(|(t, m)| (t.clone(), summary(m))).collect());
+        }
         v["reference"] = self.overall.to_reference_json();
         v["sentence_sensitivity"] = json!({
             "pairs": self.sensitivity.pairs,
@@ -362,13 +372,19 @@ impl EvalResult {
         v
     }
 
-    /// The metrics table plus one line per tag.
+    /// The metrics table plus one line per tag and per kind.
     pub fn table(&self) -> String {
         let mut s = self.overall.to_string();
-        if !self.per_tag.is_empty() {
-            s.push_str(&format!("\n{:<12}{:>8}{:>8}{:>8}", "tag", "samples", "gIoU", "cIoU"));
-            for (t, m) in &self.per_tag {
-                s.push_str(&format!("\n{t:<12}{:>8}{:>8.2}{:>8.2}", m.num_samples, m.target.giou, m.target.ciou));
+        for (label, groups) in [("tag", &self.per_tag), ("kind", &self.per_kind)] {
+            if groups.is_empty() {
+                continue;
+            }
+            s.push_str(&format!("\n{label:<14}{:>8}{:>8}{:>8}{:>8}", "samples", "gIoU", "cIoU", "Pr@0.5"));
+            for (t, m) in groups {
+                s.push_str(&format!(
+                    "\n{t:<14}{:>8}{:>8.2}{:>8.2}{:>8.2}",
+                    m.num_samples, m.target.giou, m.target.ciou, m.target.precision[0]
+                ));
             }
         }
         match self.sensitivity.fraction() {

@@ -13,7 +13,6 @@ mod export_cmd;
 mod fetch_cmd;
 mod inspect;
 mod model_files;
-mod pipeline;
 mod plots;
 mod segment;
 mod stage_cmd;

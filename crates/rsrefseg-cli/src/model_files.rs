@@ -138,11 +138,17 @@ fn load_model_unchecked<B: Backend>(args: &ModelArgs, config: &RsRefSegConfig, d
 
 /// Decode an image file, naming the file in every error.
 pub fn read_image(path: &Path) -> Result<RgbImage> {
+    use rsrefseg::segmenter::{decode_image, MAX_FILE_BYTES};
+    // The size is checked before the file is read (the page's limits, rsrefseg::segmenter).
+    let len = std::fs::metadata(path).with_context(|| format!("cannot read the image {}", path.display()))?.len();
+    if len > MAX_FILE_BYTES as u64 {
+        bail!("the image {} is {:.1} MB; the largest accepted image file is {} MB", path.display(), len as f64 / (1024.0 * 1024.0), MAX_FILE_BYTES >> 20);
+    }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read the image {}", path.display()))?;
     if bytes.is_empty() {
         bail!("the image {} is an empty file", path.display());
     }
-    RgbImage::decode(&bytes).map_err(|e| anyhow!("the image {}: {e}", path.display()))
+    decode_image(&bytes).map_err(|e| anyhow!("the image {}: {e}", path.display()))
 }
 
 /// Token ids and attention mask `[1, l]` of one sentence, checked against the text tower.
@@ -154,6 +160,16 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// The sentence as the segmentation pipeline takes it (ids were checked to be in the
+    /// vocabulary, so they fit u32).
+    pub fn sentence(&self) -> rsrefseg::segmenter::Sentence {
+        rsrefseg::segmenter::Sentence {
+            ids: self.ids.iter().map(|&i| i as u32).collect(),
+            attention_mask: self.mask.iter().map(|&m| m as u32).collect(),
+            note: self.note.clone(),
+        }
+    }
+
     pub fn tensors<B: Backend>(&self, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
         let l = self.ids.len();
         (

@@ -3,13 +3,10 @@
 
 use crate::backend::{dispatch, BackendArgs, BackendJob};
 use crate::model_files::{self, ModelArgs, TextArgs};
-use crate::pipeline;
 use anyhow::{Context, Result};
-use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use rsrefseg::host::HostTensor;
-use rsrefseg::post::logits_at_original_size;
 use rsrefseg::pre::RgbImage;
+use rsrefseg::segmenter::{block_on, now_ms, Segmenter};
 use rsrefseg::train::checkpoint_io::{lock_dir, write_atomic};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -49,7 +46,9 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
     let device = device.clone();
     let start = Instant::now();
     // The image is checked first and the weights last, so that bad inputs fail fast.
+    let t = Instant::now();
     let img = model_files::read_image(&args.image)?;
+    let decode_ms = t.elapsed().as_secs_f64() * 1e3;
     let config = model_files::load_config(&args.model)?;
     let tokens = model_files::tokens(&args.text, &args.model, &config)?;
     if let Some(note) = &tokens.note {
@@ -61,47 +60,52 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
     let model = model_files::load_model::<B>(&args.model, &config, &device)?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
 
-    let run = pipeline::run(&model, config.image_size(), &img, &tokens, &device);
-    let prob = HostTensor::from_tensor(sigmoid(run.logits.clone()));
-    let mask: Vec<bool> = prob.data.iter().map(|&p| p > 0.5).collect();
-    let heat = run
-        .out
-        .localization()
-        .map(|dense| HostTensor::from_tensor(sigmoid(logits_at_original_size(dense, run.geometry))));
+    // The segmentation pipeline the page runs too (rsrefseg::segmenter).
+    let segmenter = Segmenter::new(model, None, config.image_size(), device);
+    let image = block_on(segmenter.encode(&img, decode_ms)).map_err(anyhow::Error::msg)?;
+    let answer = block_on(segmenter.segment_sentence(&image, &tokens.sentence(), now_ms())).map_err(anyhow::Error::msg)?;
+    let mask: Vec<bool> = answer.mask.iter().map(|&m| m != 0).collect();
+    let has_heat = answer.heat_range != (0.0, 0.0) || answer.heat.iter().any(|&h| h != 0);
 
     let path = |name: &str| args.out_dir.join(name);
     save(&mask_image(&img, &mask), &path("mask.png"))?;
     save(&overlay_image(&img, &mask), &path("overlay.png"))?;
-    if let Some(heat) = &heat {
-        save(&heatmap_image(&img, &heat.data), &path("heatmap.png"))?;
+    if has_heat {
+        let heat = image::GrayImage::from_raw(answer.heat_width as u32, answer.heat_height as u32, answer.heat.clone())
+            .context("heat map of the wrong size")?;
+        let heat = image::imageops::resize(&heat, img.width as u32, img.height as u32, image::imageops::FilterType::Triangle);
+        save(&heatmap_image(&img, heat.as_raw()), &path("heatmap.png"))?;
     }
 
-    let iou = HostTensor::from_tensor(run.out.iou.clone()).data[0];
-    let object_score = HostTensor::from_tensor(run.out.decoder.object_score_logits.clone()).data[0];
-    let pixels = mask.iter().filter(|&&m| m).count();
-    let t = &run.timings;
+    let pixels = answer.area;
+    let (it, qt) = (&image.timings, &answer.timings);
     let summary = json!({
         "image": args.image,
         "size_hw": [img.height, img.width],
         "text": args.text.text,
         "token_ids": tokens.ids,
-        "note": tokens.note,
-        "predicted_iou": iou,
-        "object_score_logit": object_score,
+        "note": answer.note,
+        "predicted_iou": answer.iou,
+        "object_score_logit": answer.object_score_logit,
         "mask_pixels": pixels,
         "mask_fraction": pixels as f64 / mask.len() as f64,
+        // What heatmap.png's darkest and brightest colours stand for (probabilities).
+        "heat_range": has_heat.then_some([answer.heat_range.0, answer.heat_range.1]),
         "timings_ms": {
             "load_model": load_ms,
-            "preprocess": t.preprocess_ms,
-            "encode_image": t.encode_image_ms,
-            "query": t.query_ms,
-            "postprocess": t.postprocess_ms,
+            "decode": it.decode,
+            "preprocess": it.preprocess,
+            "encode_image": it.encode,
+            "text": qt.text,
+            "prompter": qt.prompter,
+            "decoder": qt.decoder,
+            "postprocess": qt.post,
             "total": start.elapsed().as_secs_f64() * 1e3,
         },
         "outputs": {
             "mask": path("mask.png"),
             "overlay": path("overlay.png"),
-            "heatmap": heat.is_some().then(|| path("heatmap.png")),
+            "heatmap": has_heat.then(|| path("heatmap.png")),
         },
     });
     let json_path = path("result.json");
@@ -140,13 +144,14 @@ fn overlay_image(img: &RgbImage, mask: &[bool]) -> image::RgbImage {
     })
 }
 
-/// The dense localization map (sigmoid of the dense prompt logits, at the original size) in a
+/// The dense localization map (the pipeline's heat map: the dense prompt's probabilities
+/// stretched over their range, as the page shows it, scaled to the image) in a
 /// blue → green → yellow → red colour scale, blended over a grey copy of the image.
-fn heatmap_image(img: &RgbImage, prob: &[f32]) -> image::RgbImage {
+fn heatmap_image(img: &RgbImage, heat: &[u8]) -> image::RgbImage {
     const STOPS: [[f32; 3]; 5] = [[20.0, 20.0, 120.0], [30.0, 120.0, 230.0], [40.0, 200.0, 120.0], [250.0, 220.0, 40.0], [220.0, 30.0, 30.0]];
     image::RgbImage::from_fn(img.width as u32, img.height as u32, |x, y| {
         let i = y as usize * img.width + x as usize;
-        let p = prob[i].clamp(0.0, 1.0) * (STOPS.len() - 1) as f32;
+        let p = heat[i] as f32 / 255.0 * (STOPS.len() - 1) as f32;
         let k = (p.floor() as usize).min(STOPS.len() - 2);
         let f = p - k as f32;
         let px = &img.data[3 * i..3 * i + 3];

@@ -170,5 +170,8 @@ fn train_resume_nan_stop_and_eval() {
     assert!((0.0..=1.0).contains(&giou), "{v}");
     assert_eq!(v["num_samples"], 4);
     assert!(v["per_tag"].as_object().is_some_and(|t| !t.is_empty()), "{v}");
+    // The synthetic data names each expression's form; the counts per form add up to the samples.
+    let kinds = v["per_kind"].as_object().expect("per_kind from synthetic data");
+    assert_eq!(kinds.values().map(|k| k["num_samples"].as_u64().unwrap()).sum::<u64>(), 4, "{v}");
     assert!(v["reference"]["gIoU_1"].is_number(), "{v}");
 }

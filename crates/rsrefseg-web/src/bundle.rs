@@ -10,31 +10,12 @@ use rsrefseg::encoders::tokenizer::TextTokenizer;
 use rsrefseg::export::{write_bundle, Bundle, BundleTensors, ExportOptions, TokenTablePlacement};
 use rsrefseg::model::RsRefSeg;
 use std::collections::BTreeSet;
+use rsrefseg::segmenter::{Segmenter, TokenLookup};
 use std::rc::Rc;
 
 /// Largest bundle accepted (the nano bundle is a few MB; the browser preset's q8 bundle about
 /// 560 MB).
 pub const MAX_BUNDLE_BYTES: usize = 1 << 30;
-
-/// How a sentence's token ids reach the model's token table.
-pub enum TokenLookup {
-    /// The model holds the tokenizer's whole table: ids as they are.
-    Direct,
-    /// The model holds a table pruned to a corpus: ids through the bundle's vocabulary map.
-    Pruned(Rc<Bundle>),
-    /// The table stays in the bundle on the host; each query gathers (and dequantises) its rows
-    /// and gives the model just those.
-    Host(Rc<Bundle>),
-}
-
-impl TokenLookup {
-    pub fn placement(&self) -> TokenTablePlacement {
-        match self {
-            TokenLookup::Host(_) => TokenTablePlacement::Host,
-            _ => TokenTablePlacement::Device,
-        }
-    }
-}
 
 /// A model ready to run: its configuration, tokenizer and weights on a backend.
 pub struct LoadedModel<B: Backend> {
@@ -102,12 +83,12 @@ pub fn bundle_bytes(config: &RsRefSegConfig, tokenizer_json: &str, tensors: Tens
 }
 
 impl<B: Backend> LoadedModel<B> {
-    /// The model as a [`crate::pipeline::Segmenter`] on `device`.
-    pub fn segmenter(self, device: B::Device) -> crate::pipeline::Segmenter<B> {
-        crate::pipeline::Segmenter {
+    /// The model as a [`Segmenter`] on `device`.
+    pub fn segmenter(self, device: B::Device) -> Segmenter<B> {
+        Segmenter {
             image_size: self.config.image_size(),
             model: self.model,
-            tokenizer: self.tokenizer,
+            tokenizer: Some(self.tokenizer),
             tokens: self.tokens,
             device,
         }

@@ -1,29 +1,18 @@
 //! JavaScript conversions: result objects, typed arrays, errors, and the panic hook.
 
-use js_sys::{Array, Object, Reflect, Uint8Array};
+use js_sys::Reflect;
 use wasm_bindgen::prelude::*;
 
-/// A plain JavaScript object from `(key, value)` pairs.
-pub fn object(fields: &[(&str, JsValue)]) -> Object {
-    let o = Object::new();
-    for (k, v) in fields {
-        // Setting a property on a fresh plain object cannot fail.
-        let _ = Reflect::set(&o, &JsValue::from_str(k), v);
-    }
-    o
+/// A message ([`crate::messages`]) as a JavaScript value: camelCase fields, `None` as `null`,
+/// byte buffers as `Uint8Array`.
+pub fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::new().serialize_missing_as_null(true))
+        .map_err(|e| error(format!("building the result: {e}")))
 }
 
-/// Bytes as a new `Uint8Array` (a copy owned by JavaScript, transferable to the page).
-pub fn bytes(v: &[u8]) -> JsValue {
-    Uint8Array::from(v).into()
-}
-
-pub fn num(v: f64) -> JsValue {
-    JsValue::from_f64(v)
-}
-
-pub fn ids(v: &[u32]) -> JsValue {
-    v.iter().map(|&i| JsValue::from(i)).collect::<Array>().into()
+/// A message from a JavaScript value, with an error naming what is wrong with it.
+pub fn from_js<T: serde::de::DeserializeOwned>(v: JsValue, what: &str) -> Result<T, JsValue> {
+    serde_wasm_bindgen::from_value(v).map_err(|e| error(format!("{what}: {e}")))
 }
 
 /// An `Error` with `message` (what the page shows).

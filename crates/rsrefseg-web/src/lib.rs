@@ -1,12 +1,14 @@
 //! # rsrefseg-web — the browser front end
 //!
 //! A `wasm-bindgen` API over the [`rsrefseg`] model crate, run by the page's Web Worker
-//! (`web/worker.js`; the page's UI thread never runs the model). Compute runs on burn's WebGPU
+//! (`web/worker.js`; the page's UI thread never runs the model). The segmentation itself is the
+//! model crate's pipeline ([`rsrefseg::segmenter`], the one the command line tool runs): this
+//! crate loads bundles, picks the backend and turns its results into JavaScript objects. Compute runs on burn's WebGPU
 //! backend when the browser offers an adapter and on burn's Flex CPU backend ([`CpuBackend`]) otherwise.
 //!
 //! | module | what |
 //! | --- | --- |
-//! | [`pipeline`] | image → pre-processing (host) → encode once; sentence → text / prompter / decoder → mask, heat map, predicted IoU, per-stage timings (generic over the backend, async reads only) |
+//! | [`messages`] | the worker API's inputs and results (serde structs), the protocol in one place |
 //! | [`bundle`] | model bundle bytes → configuration, tokenizer and model on a backend |
 //! | [`synthetic`] | a deterministic nano model with generated weights (tests, development) |
 //! | `backend` (wasm) | WebGPU / CPU selection, self-check |
@@ -29,7 +31,7 @@
 pub type CpuBackend = burn_flex::Flex;
 
 pub mod bundle;
-pub mod pipeline;
+pub mod messages;
 pub mod synthetic;
 
 #[cfg(target_arch = "wasm32")]

@@ -3,8 +3,9 @@
 
 use crate::backend::{init, selected, BackendKind};
 use crate::bundle::load_bundle;
-use crate::js::{error, num, object};
-use crate::pipeline::{now_ms, EncodedImage, Segmenter};
+use crate::js::{error, to_js};
+use crate::messages::ModelInfo;
+use rsrefseg::segmenter::{now_ms, EncodedImage, Segmenter};
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::WebGpu;
 use js_sys::{Function, Promise, Reflect, Uint8Array};
@@ -62,22 +63,27 @@ async fn backend_kind() -> Result<BackendKind, JsValue> {
     selected().ok_or_else(|| error("no backend"))
 }
 
-fn info(m: &Loaded) -> JsValue {
-    object(&[
-        ("backend", m.kind.name().into()),
-        ("summary", m.summary.as_str().into()),
-        ("imageSize", num(m.image_size as f64)),
-        ("maxTokens", num(m.max_tokens as f64)),
-        ("loadMs", num(m.load_ms)),
-    ])
-    .into()
+fn info(m: &Loaded) -> ModelInfo {
+    ModelInfo {
+        backend: m.kind.name().into(),
+        summary: m.summary.clone(),
+        image_size: m.image_size,
+        max_tokens: m.max_tokens,
+        load_ms: m.load_ms,
+        download_ms: None,
+        bytes: None,
+    }
 }
 
 /// Load a model bundle (the bytes of a `.rsb` file) on the selected backend (`init`; WebGPU with
 /// the CPU fallback when `init` was not called). Replaces the current model and forgets the
-/// current image. Resolves to `{backend, summary, imageSize, maxTokens, loadMs}`.
+/// current image. Resolves to a [`ModelInfo`] (`{backend, summary, imageSize, maxTokens, loadMs}`).
 #[wasm_bindgen(js_name = loadModel)]
 pub async fn load_model(bytes: Vec<u8>) -> Result<JsValue, JsValue> {
+    to_js(&load(bytes).await?)
+}
+
+async fn load(bytes: Vec<u8>) -> Result<ModelInfo, JsValue> {
     crate::js::install_panic_hook();
     let kind = backend_kind().await?;
     let t0 = now_ms();
@@ -120,10 +126,8 @@ pub async fn load_model_url(url: String, on_progress: Option<Function>) -> Resul
     let bytes = download(&url, on_progress.as_ref()).await?;
     let download_ms = now_ms() - t0;
     let n = bytes.len();
-    let info = load_model(bytes).await?;
-    Reflect::set(&info, &"downloadMs".into(), &num(download_ms))?;
-    Reflect::set(&info, &"bytes".into(), &num(n as f64))?;
-    Ok(info)
+    let info = load(bytes).await?;
+    to_js(&ModelInfo { download_ms: Some(download_ms), bytes: Some(n), ..info })
 }
 
 /// Load the synthetic nano model (generated weights, not trained: for development and tests).
@@ -140,10 +144,10 @@ pub fn model_loaded() -> bool {
     MODEL.with(|m| m.borrow().is_some())
 }
 
-/// `{backend, summary, imageSize, maxTokens, loadMs}` of the loaded model, or `undefined`.
+/// The loaded model's [`ModelInfo`], or `undefined`.
 #[wasm_bindgen(js_name = modelInfo)]
 pub fn model_info() -> JsValue {
-    MODEL.with(|m| m.borrow().as_ref().map_or(JsValue::UNDEFINED, |m| info(m)))
+    MODEL.with(|m| m.borrow().as_ref().map_or(Ok(JsValue::UNDEFINED), |m| to_js(&info(m)))).unwrap_or(JsValue::UNDEFINED)
 }
 
 async fn download(url: &str, on_progress: Option<&Function>) -> Result<Vec<u8>, JsValue> {
@@ -173,7 +177,7 @@ async fn download(url: &str, on_progress: Option<&Function>) -> Result<Vec<u8>, 
     let mut bytes = Vec::with_capacity(total.min(crate::bundle::MAX_BUNDLE_BYTES as f64) as usize);
     let progress = |loaded: usize| {
         if let Some(f) = on_progress {
-            let _ = f.call2(&JsValue::NULL, &num(loaded as f64), &num(total));
+            let _ = f.call2(&JsValue::NULL, &JsValue::from_f64(loaded as f64), &JsValue::from_f64(total));
         }
     };
     progress(0);

@@ -12,7 +12,7 @@ use burn::backend::WebGpu;
 use burn::tensor::backend::Backend;
 use js_sys::Reflect;
 use rsrefseg_web::bundle::load_bundle;
-use rsrefseg_web::pipeline::{now_ms, Segmentation};
+use rsrefseg::segmenter::{now_ms, Segmentation};
 use rsrefseg_web::synthetic::{self, TEST_SEED};
 use serde_json::Value;
 use wasm_bindgen::JsValue;
@@ -129,6 +129,13 @@ fn get(o: &JsValue, k: &str) -> JsValue {
     Reflect::get(o, &k.into()).unwrap()
 }
 
+/// A `segment` request as the page sends it (`{text}`, crate::messages::SegmentRequest).
+fn request(text: &str) -> JsValue {
+    let o = js_sys::Object::new();
+    Reflect::set(&o, &"text".into(), &text.into()).unwrap();
+    o.into()
+}
+
 fn err_text(e: JsValue) -> String {
     js_sys::Error::from(e).message().into()
 }
@@ -163,8 +170,10 @@ async fn exported_api_and_its_errors() {
     assert_eq!(get(&info, "imageSize").as_f64(), Some(256.0));
     assert!(rsrefseg_web::model_loaded());
 
-    let e = err_text(rsrefseg_web::segment("the ship".into()).await.unwrap_err());
+    let e = err_text(rsrefseg_web::segment(request("the ship")).await.unwrap_err());
     assert!(e.contains("no image"), "{e}");
+    let e = err_text(rsrefseg_web::segment(JsValue::from_str("the ship")).await.unwrap_err());
+    assert!(e.contains("segment expects {text}"), "{e}");
     for (bytes, want) in [
         (Vec::new(), "empty"),
         (b"this is not an image".to_vec(), "unrecognised file format"),
@@ -178,10 +187,10 @@ async fn exported_api_and_its_errors() {
     let r = rsrefseg_web::set_image(png).await.unwrap();
     assert_eq!((get(&r, "width").as_f64(), get(&r, "height").as_f64()), (Some(32.0), Some(24.0)));
     for (text, want) in [("", "empty"), ("   ", "empty"), (&"ship ".repeat(40)[..], "at most")] {
-        let e = err_text(rsrefseg_web::segment(text.into()).await.unwrap_err());
+        let e = err_text(rsrefseg_web::segment(request(text)).await.unwrap_err());
         assert!(e.contains(want), "expected {want:?} in {e:?}");
     }
-    let out = rsrefseg_web::segment("the largest storage tank".into()).await.unwrap();
+    let out = rsrefseg_web::segment(request("the largest storage tank")).await.unwrap();
     let mask = js_sys::Uint8Array::from(get(&out, "mask"));
     assert_eq!(mask.length(), 32 * 24);
     assert!(mask.to_vec().iter().all(|&v| v == 0 || v == 255));

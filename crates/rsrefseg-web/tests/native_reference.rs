@@ -16,7 +16,7 @@
 
 use rsrefseg::export::TokenTablePlacement;
 use rsrefseg_web::bundle::{load_bundle, load_bundle_with};
-use rsrefseg_web::pipeline::{block_on, Segmentation};
+use rsrefseg::segmenter::{block_on, Segmentation};
 use serde_json::{json, Value};
 
 mod common;

@@ -27,5 +27,6 @@ pub mod post;
 pub mod prompter;
 pub mod pre;
 pub mod sam;
+pub mod segmenter;
 pub mod synth;
 pub mod train;

@@ -37,6 +37,7 @@ pub struct Item {
     pub sentence: String,
     pub category: Option<String>,
     pub tag: Option<String>,
+    pub kind: Option<String>,
     /// The image after the keep-ratio resize, `resized.0 × resized.1 × 3`, not padded.
     pub image: RgbImage,
     pub geometry: Geometry,
@@ -143,6 +144,7 @@ impl RefDataset {
             sentence: sample.sentence.clone(),
             category: sample.category.clone(),
             tag: sample.tag.clone(),
+            kind: sample.kind.clone(),
             image: resized,
             geometry,
             gt,

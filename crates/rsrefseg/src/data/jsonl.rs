@@ -106,6 +106,10 @@ pub struct Record {
     pub area: Option<serde_json::Number>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// Our own optional finer label (the synthetic benchmark writes the expression's form:
+    /// `category`, `colour`, `superlative`, `region`, `ordinal`, `relation`, `between`, `between-pair`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// Any other fields, kept so that a read → write round trip loses nothing.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -126,6 +130,7 @@ impl Record {
             bbox: None,
             area: None,
             tag: None,
+            kind: None,
             extra: Default::default(),
         }
     }
@@ -145,6 +150,7 @@ impl Record {
             mask: MaskSource::Rle(rle),
             category: self.category_name.clone(),
             tag: self.tag.clone(),
+            kind: self.kind.clone(),
             split: self.split.clone(),
             origin,
         })

@@ -54,6 +54,8 @@ pub struct RefSample {
     pub category: Option<String>,
     /// Free label for grouping results (`simple`, `relational`, … in the synthetic benchmark).
     pub tag: Option<String>,
+    /// A finer free label (the synthetic benchmark's expression form: `ordinal`, `relation`, …).
+    pub kind: Option<String>,
     pub split: String,
     /// Where the sample was read from (`file:line`, `file[#index]`), for error messages.
     pub origin: String,
@@ -87,6 +89,7 @@ pub(crate) fn encode_record(s: &RefSample, image_id: &str, file_name: &str) -> R
     let rle = Rle::encode(&mask).map_err(|e| DataError::new(&s.origin, e.to_string()))?;
     let mut r = jsonl::Record::new(&s.split, jsonl::Id::Str(image_id.into()), &s.sentence, file_name, &rle);
     r.tag = s.tag.clone();
+    r.kind = s.kind.clone();
     Ok(r)
 }
 

@@ -17,6 +17,7 @@ fn samples_with_ids(root: &Path, split: &str) -> Result<Vec<(String, RefSample)>
                 mask: MaskSource::File(root.join("masks").join(format!("{id}.tif"))),
                 category: None,
                 tag: None,
+                kind: None,
                 split: split.to_string(),
                 origin: format!("{}:{n}", list.display()),
             };

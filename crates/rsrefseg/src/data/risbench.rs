@@ -32,6 +32,7 @@ pub fn read_samples(root: &Path, split: &str) -> Result<Vec<RefSample>, DataErro
             mask: MaskSource::File(root.join("mask").join(&file)),
             category: None,
             tag: None,
+            kind: None,
             split: split.to_string(),
             origin: format!("{}:{n}", list.display()),
         })

@@ -113,6 +113,7 @@ pub fn read_records(root: &Path) -> Result<Vec<Record>, DataError> {
             bbox: ann.bbox.clone(),
             area: ann.area.clone(),
             tag: None,
+            kind: None,
             extra: Default::default(),
         };
         rec.rle().map_err(|m| err(format!("annotation {ann_id}: {m}")))?;

@@ -175,6 +175,24 @@ impl Expr {
             _ => Tag::Relational,
         }
     }
+
+    /// The expression's form, finer than its tag: what an evaluation groups by to see which
+    /// kind of reasoning a model lacks (a bare category, a colour, a superlative, an image
+    /// region, an ordinal, a relation to an anchor, between two anchors, between a pair).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Expr::Simple(d) => match d.modifier {
+                None if d.colour.is_none() => "category",
+                None => "colour",
+                Some(Modifier::Size(_)) => "superlative",
+                Some(Modifier::Region(_)) => "region",
+                Some(Modifier::Ordinal(..)) => "ordinal",
+            },
+            Expr::Relation { .. } => "relation",
+            Expr::Between { .. } => "between",
+            Expr::BetweenPair { .. } => "between-pair",
+        }
+    }
 }
 
 /// One generated sample.

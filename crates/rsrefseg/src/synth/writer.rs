@@ -1,6 +1,6 @@
 //! Dataset files in the layout of the real benchmarks (reference §8.1): `DIR/images/*.png` and
 //! `DIR/{train,val,test}.jsonl`, one sample per line,
-//! `{split, image_id, sent, file_name, segmentation:{size:[h,w], counts}, category_name, tag}`
+//! `{split, image_id, sent, file_name, segmentation:{size:[h,w], counts}, category_name, tag, kind}`
 //! with the mask as a compressed COCO RLE string and `file_name` relative to `DIR`.
 
 use super::expressions::generate_expressions;
@@ -29,6 +29,7 @@ struct Line<'a> {
     segmentation: Segmentation,
     category_name: &'a str,
     tag: &'a str,
+    kind: &'a str,
 }
 
 /// What [`write_dataset`] wrote.
@@ -80,6 +81,7 @@ pub fn jsonl_lines(scene: &Scene, expressions: &[super::Expression], split: &str
                 segmentation: Segmentation { size: [scene.height, scene.width], counts: rle.to_string() },
                 category_name: o.category.name(),
                 tag: e.tag.as_str(),
+                kind: e.expr.kind(),
             };
             serde_json::to_string(&line).expect("plain data serialises")
         })

@@ -1,36 +1,67 @@
-//! The browser's segmentation pipeline, generic over the burn backend.
+//! The segmentation pipeline: the one path from an image file and a sentence to a mask, shared by
+//! the command line tool (`rsrefseg segment`, `inspect`) and the page (through the web crate's
+//! thin asynchronous adapter), so both apply the same limits and give the same answers.
 //!
-//! - [`Segmenter::encode`]: image → host pre-processing (keep-ratio resize, OpenCV-exact, then
-//!   padding: no resampling kernel runs on the device) → SigLIP vision + SAM image encoder, once
-//!   per image ([`EncodedImage`] is cached by the caller);
+//! - [`decode_image`]: file bytes → RGB pixels, refusing empty, oversized, corrupt or too large
+//!   images with a clear error ([`MAX_FILE_BYTES`] here, the side and area limits of
+//!   [`crate::pre`] from the header, before decoding);
+//! - [`Segmenter::encode`]: host pre-processing (keep-ratio resize, OpenCV-exact, then padding:
+//!   no resampling kernel runs on the device) → SigLIP vision + SAM image encoder, once per image
+//!   ([`EncodedImage`], kept by the caller);
 //! - [`Segmenter::segment`]: sentence → tokens → text tower → prompter → SAM decoder →
-//!   post-processing → [`Segmentation`] (mask at the original size, heat map, predicted IoU).
+//!   post-processing → [`Segmentation`] (mask at the original size, heat map, predicted IoU, the
+//!   time of every stage).
 //!
-//! Every read from the device is `into_data_async().await` (synchronous reads panic in a
-//! browser); stages are timed by awaiting one element of each stage's output, so the timings
-//! are wall-clock milliseconds of finished work on WebGPU too.
+//! Every read from the device is `into_data_async().await`: a browser cannot wait synchronously,
+//! and natively the futures complete at once ([`block_on`]). Stages are timed by awaiting one
+//! element of each stage's output, so the timings are wall-clock milliseconds of finished work on
+//! WebGPU too.
 
+use crate::encoders::SiglipTextOutput;
+use crate::encoders::tokenizer::TextTokenizer;
+use crate::export::Bundle;
+use crate::export::TokenTablePlacement;
+use crate::model::{ImageEncoding, RsRefSeg, RsRefSegOutput};
+use crate::nn::interpolate::bilinear;
+use crate::post::{binary_mask, logits_at_original_size};
+use crate::pre::{to_x01, Geometry, RgbImage};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use crate::bundle::TokenLookup;
-use rsrefseg::encoders::tokenizer::TextTokenizer;
-use rsrefseg::model::{ImageEncoding, RsRefSeg};
-use rsrefseg::nn::interpolate::bilinear;
-use rsrefseg::post::{binary_mask, logits_at_original_size};
-use rsrefseg::pre::{to_x01, Geometry, RgbImage};
+use std::rc::Rc;
 
 /// Largest accepted image file.
 pub const MAX_FILE_BYTES: usize = 40 * 1024 * 1024;
 
+/// How a sentence's token ids reach the model's token table.
+pub enum TokenLookup {
+    /// The model holds the tokenizer's whole table: ids as they are.
+    Direct,
+    /// The model holds a table pruned to a corpus: ids through the bundle's vocabulary map.
+    Pruned(Rc<Bundle>),
+    /// The table stays in the bundle on the host; each query gathers (and dequantises) its rows
+    /// and gives the model just those.
+    Host(Rc<Bundle>),
+}
+
+impl TokenLookup {
+    pub fn placement(&self) -> TokenTablePlacement {
+        match self {
+            TokenLookup::Host(_) => TokenTablePlacement::Host,
+            _ => TokenTablePlacement::Device,
+        }
+    }
+}
+
 /// A model ready to segment: weights, tokenizer and the SAM input side.
 pub struct Segmenter<B: Backend> {
     pub model: RsRefSeg<B>,
-    pub tokenizer: TextTokenizer,
+    /// `None` when sentences arrive as token ids only ([`Sentence::from_ids`]).
+    pub tokenizer: Option<TextTokenizer>,
     /// SAM input side S (the pre-processing target).
     pub image_size: usize,
     /// How token ids reach the token table (whole on the device, pruned, or on the host).
-    pub tokens: crate::bundle::TokenLookup,
+    pub tokens: TokenLookup,
     pub device: B::Device,
 }
 
@@ -71,6 +102,23 @@ impl<B: Backend> EncodedImage<B> {
     }
 }
 
+/// A tokenised sentence: ids and attention mask `[l]` of one sentence, and a note for the user
+/// when the vocabulary does not know some of its words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sentence {
+    pub ids: Vec<u32>,
+    pub attention_mask: Vec<u32>,
+    pub note: Option<String>,
+}
+
+impl Sentence {
+    /// Token ids given as they are (all attended).
+    pub fn from_ids(ids: Vec<u32>) -> Sentence {
+        let attention_mask = vec![1; ids.len()];
+        Sentence { ids, attention_mask, note: None }
+    }
+}
+
 /// The answer to one sentence.
 #[derive(Clone, Debug)]
 pub struct Segmentation {
@@ -87,13 +135,17 @@ pub struct Segmentation {
     /// dense head predicts) as probabilities, stretched so that its lowest value over the image
     /// is 0 and its highest 255. A trained model's map is small everywhere after the sigmoid, so
     /// the raw probabilities would show an almost black picture; `heat_range` keeps them.
+    /// All zeros (and `heat_range` (0, 0)) for a model without a dense prompt.
     pub heat: Vec<u8>,
     /// The probabilities that `heat` 0 and 255 stand for.
     pub heat_range: (f32, f32),
-    /// Set when the sentence has tokens the bundle has no embedding for (a pruned vocabulary).
+    /// Set when the sentence has words the vocabulary does not know, or tokens the bundle has
+    /// no embedding for (a pruned vocabulary).
     pub note: Option<String>,
     /// SAM's predicted IoU of the mask.
     pub iou: f32,
+    /// SAM's object-score logit (> 0: the decoder thinks an object is there).
+    pub object_score_logit: f32,
     /// SAM's low-resolution mask logits `m × m` (before up-sampling; for tests).
     pub low_res_logits: Vec<f32>,
     pub low_res_size: usize,
@@ -106,26 +158,10 @@ pub struct Segmentation {
 
 /// Milliseconds on a monotonic clock (`performance.now()` in a browser).
 pub fn now_ms() -> f64 {
-    #[cfg(target_arch = "wasm32")]
-    {
-        let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok();
-        let now = perf.as_ref().and_then(|p| js_sys::Reflect::get(p, &"now".into()).ok());
-        match (perf, now) {
-            (Some(p), Some(f)) if f.is_function() => js_sys::Function::from(f)
-                .call0(&p)
-                .ok()
-                .and_then(|v| v.as_f64())
-                .unwrap_or_else(js_sys::Date::now),
-            _ => js_sys::Date::now(),
-        }
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        use std::sync::OnceLock;
-        use std::time::Instant;
-        static START: OnceLock<Instant> = OnceLock::new();
-        START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
-    }
+    use std::sync::OnceLock;
+    use web_time::Instant;
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
 }
 
 /// Decode an image file with clear errors for empty, oversized, corrupt or unsupported files.
@@ -140,7 +176,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
             MAX_FILE_BYTES >> 20
         ));
     }
-    // The side and area limits (rsrefseg::pre) are checked from the header before decoding.
+    // The side and area limits (crate::pre) are checked from the header before decoding.
     RgbImage::decode(bytes).map_err(|e| e.to_string())
 }
 
@@ -176,6 +212,12 @@ fn stretch(v: &[f32]) -> (Vec<u8>, (f32, f32)) {
 }
 
 impl<B: Backend> Segmenter<B> {
+    /// A model whose token table holds the tokenizer's whole vocabulary (weights loaded from a
+    /// checkpoint, as the command line tool does).
+    pub fn new(model: RsRefSeg<B>, tokenizer: Option<TextTokenizer>, image_size: usize, device: B::Device) -> Self {
+        Segmenter { model, tokenizer, image_size, tokens: TokenLookup::Direct, device }
+    }
+
     /// Pre-process (on the host) and encode an image once.
     pub async fn encode(&self, img: &RgbImage, decode_ms: f64) -> Result<EncodedImage<B>, String> {
         let t0 = now_ms();
@@ -192,37 +234,68 @@ impl<B: Backend> Segmenter<B> {
         })
     }
 
-    /// Segment the object `text` refers to in an encoded image.
-    pub async fn segment(&self, image: &EncodedImage<B>, text: &str) -> Result<Segmentation, String> {
-        let t0 = now_ms();
-        let tokens = self.tokenizer.encode_batch(&[text]).map_err(|e| e.to_string())?;
-        let token_ids = tokens.input_ids[0].clone();
-        let l = token_ids.len();
-        let mask: Vec<i64> = tokens.attention_mask[0].iter().map(|&m| m as i64).collect();
+    /// Tokenise `text`, with a note naming the words the vocabulary does not know.
+    pub fn sentence(&self, text: &str) -> Result<Sentence, String> {
+        let tokenizer = self.tokenizer.as_ref().ok_or("this model has no tokenizer: give token ids")?;
+        let tokens = tokenizer.encode_batch(&[text]).map_err(|e| e.to_string())?;
+        Ok(Sentence {
+            ids: tokens.input_ids[0].clone(),
+            attention_mask: tokens.attention_mask[0].clone(),
+            note: tokenizer.vocabulary_note(text),
+        })
+    }
+
+    /// Query stage 1, the text tower, with the token table reached as [`TokenLookup`] says; the
+    /// sentence's note joined with any note of the lookup (tokens a pruned table lacks).
+    pub fn encode_sentence(&self, sentence: &Sentence) -> (SiglipTextOutput<B>, Option<String>) {
+        let l = sentence.ids.len();
+        let mask: Vec<i64> = sentence.attention_mask.iter().map(|&m| m as i64).collect();
         let mask = Tensor::<B, 2, Int>::from_data(TensorData::new(mask, [1, l]), &self.device);
         let to_ids = |rows: &[u32]| {
             let ids: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
             Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, l]), &self.device)
         };
-        let (text_out, note) = match &self.tokens {
-            TokenLookup::Direct => (self.model.encode_text(to_ids(&token_ids), Some(mask)), None),
+        let (text, lookup_note) = match &self.tokens {
+            TokenLookup::Direct => (self.model.encode_text(to_ids(&sentence.ids), Some(mask)), None),
             TokenLookup::Pruned(bundle) => {
-                let mapped = bundle.map_ids(&token_ids);
+                let mapped = bundle.map_ids(&sentence.ids);
                 (self.model.encode_text(to_ids(&mapped.ids), Some(mask)), mapped.note)
             }
             TokenLookup::Host(bundle) => {
                 // A shallow copy (parameters are shared handles) whose token table is only the
                 // rows of this sentence.
                 let mut model = self.model.clone();
-                let mapped = bundle.install_token_rows(&mut model, &token_ids, &self.device);
+                let mapped = bundle.install_token_rows(&mut model, &sentence.ids, &self.device);
                 (model.encode_text(to_ids(&mapped.ids), Some(mask)), mapped.note)
             }
         };
         // Unknown words first: they change the answer more than a pruned-table detail.
-        let note = match (self.tokenizer.vocabulary_note(text), note) {
+        let note = match (sentence.note.clone(), lookup_note) {
             (Some(a), Some(b)) => Some(format!("{a} {b}")),
             (a, b) => a.or(b),
         };
+        (text, note)
+    }
+
+    /// Every query stage of `sentence` on `image`, without reading anything back: the model's
+    /// whole output (for `inspect`, which keeps every intermediate) and the note.
+    pub fn query(&self, image: &EncodedImage<B>, sentence: &Sentence) -> (RsRefSegOutput<B>, Option<String>) {
+        let (text, note) = self.encode_sentence(sentence);
+        let prompter = self.model.prompt(&image.encoding, &text);
+        (self.model.decode(&image.encoding, text, prompter, false), note)
+    }
+
+    /// Segment the object `text` refers to in an encoded image.
+    pub async fn segment(&self, image: &EncodedImage<B>, text: &str) -> Result<Segmentation, String> {
+        let t0 = now_ms();
+        let sentence = self.sentence(text)?;
+        self.segment_sentence(image, &sentence, t0).await
+    }
+
+    /// [`Self::segment`] for a sentence already tokenised; `t0` is when the query started
+    /// ([`now_ms`]), so that tokenising counts as text time.
+    pub async fn segment_sentence(&self, image: &EncodedImage<B>, sentence: &Sentence, t0: f64) -> Result<Segmentation, String> {
+        let (text_out, note) = self.encode_sentence(sentence);
         fence(&text_out.t_sent).await?;
         let t1 = now_ms();
         let prompter = self.model.prompt(&image.encoding, &text_out);
@@ -250,6 +323,7 @@ impl<B: Backend> Segmenter<B> {
             None => (vec![0; heat_height * heat_width], (0.0, 0.0)),
         };
         let iou = read(out.iou.clone()).await?[0];
+        let object_score_logit = read(out.decoder.object_score_logits.clone()).await?[0];
         let low_res_size = out.mask_logits.dims()[3];
         let low_res_logits = read(out.mask_logits).await?;
         let t4 = now_ms();
@@ -264,16 +338,17 @@ impl<B: Backend> Segmenter<B> {
             heat_range,
             note,
             iou,
+            object_score_logit,
             low_res_logits,
             low_res_size,
-            token_ids,
+            token_ids: sentence.ids.clone(),
             area,
             timings: QueryTimings { text: t1 - t0, prompter: t2 - t1, decoder: t3 - t2, post: t4 - t3 },
         })
     }
 }
 
-/// Drive a future to completion on the host (tests; the CPU backend never waits).
+/// Drive a future to completion natively (the CPU backends never make it wait).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
@@ -291,5 +366,27 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
             return v;
         }
         std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stretch_spans_the_range_and_keeps_a_flat_map_dark() {
+        let (v, range) = stretch(&[0.25, 0.75, 0.5]);
+        assert_eq!(v, vec![0, 255, 128]);
+        assert_eq!(range, (0.25, 0.75));
+        let (v, _) = stretch(&[0.5, 0.5]);
+        assert_eq!(v, vec![0, 0]);
+    }
+
+    #[test]
+    fn bad_files_are_refused_by_name() {
+        assert_eq!(decode_image(&[]).unwrap_err(), "the file is empty");
+        let big = vec![0u8; MAX_FILE_BYTES + 1];
+        assert!(decode_image(&big).unwrap_err().contains("largest accepted image file is 40 MB"));
+        assert!(decode_image(b"not an image").is_err());
     }
 }
