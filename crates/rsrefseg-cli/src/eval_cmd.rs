@@ -14,7 +14,9 @@ use rsrefseg::data::metrics::{Metrics, MetricsAccumulator, THRESHOLDS};
 use rsrefseg::encoders::tokenizer::Padding;
 use rsrefseg::encoders::TextTokenizer;
 use rsrefseg::model::{load_rsrefseg_tensors, RsRefSeg};
+use rsrefseg::data::clicks::corrective_click;
 use rsrefseg::post::{binary_mask, logits_at_original_size};
+use rsrefseg::segmenter::{block_on, now_ms, Corrections, EncodedImage, Segmenter, Sentence};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,8 +51,23 @@ pub struct EvalArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also answer each sample after 1..=N simulated corrective clicks (each at the interior of
+    /// the largest error, positive on a miss, negative on a false alarm; the previous answer is
+    /// the mask prompt) and report gIoU after each number of clicks.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub clicks: u32,
+    /// The mask prompt of the corrected answers: the sentence's dense prompt (what the shipped
+    /// nano answers best with) or the previous answer's logits (SAM's iterative recipe).
+    #[arg(long, value_enum, default_value = "dense")]
+    pub click_mask_prompt: ClickMaskPrompt,
     #[command(flatten)]
     pub backend: BackendArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClickMaskPrompt {
+    Dense,
+    Previous,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +145,8 @@ pub struct EvalResult {
     pub sensitivity: Sensitivity,
     /// Pearson r between the predicted IoU (SAM's IoU head) and the true IoU of each sample.
     pub iou_pearson: Option<f64>,
+    /// Metrics after 0, 1, … simulated corrective clicks (empty unless asked for).
+    pub click_curve: Vec<Metrics>,
 }
 
 /// Run `model` on every sample of `dataset` (which must be in [`Mode::Eval`]), post-process to
@@ -140,6 +159,8 @@ pub fn evaluate<B: Backend>(
     tokenizer: &TextTokenizer,
     device: &B::Device,
     limit: Option<usize>,
+    clicks: usize,
+    click_mask_prompt: ClickMaskPrompt,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<EvalResult> {
     assert_eq!(dataset.mode, Mode::Eval, "evaluation scores at the original size");
@@ -153,6 +174,9 @@ pub fn evaluate<B: Backend>(
     let mut per_kind: BTreeMap<String, MetricsAccumulator> = BTreeMap::new();
     let mut sensitivity = Sensitivity::default();
     let mut iou_pairs: Vec<(f64, f64)> = Vec::new();
+    let mut curve: Vec<MetricsAccumulator> = (0..=clicks).map(|_| MetricsAccumulator::new()).collect();
+    // Corrections go through the segmentation pipeline (decoder only, on cached prompts).
+    let segmenter = (clicks > 0).then(|| Segmenter::new(model.clone(), None, s, device.clone()));
     // The current image: its path, encoding and the (prediction, ground truth) of its samples.
     let mut current: Option<(std::path::PathBuf, rsrefseg::model::ImageEncoding<B>)> = None;
     let mut answers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -181,6 +205,12 @@ pub fn evaluate<B: Backend>(
         if let Some(kind) = &item.kind {
             per_kind.entry(kind.clone()).or_default().add(&pred, &item.gt, category).map_err(|e| anyhow!("sample {i}: {e}"))?;
         }
+        if let Some(segmenter) = &segmenter {
+            let encoded = EncodedImage { encoding: image.clone(), geometry: item.geometry, timings: Default::default() };
+            let tokens = tokenizer.encode_batch(&[item.sentence.as_str()]).map_err(|e| anyhow!("sample {i}: {e}"))?;
+            let sentence = Sentence { ids: tokens.input_ids[0].clone(), attention_mask: tokens.attention_mask[0].clone(), note: None };
+            click_rounds(segmenter, &encoded, &sentence, &item.gt, category, click_mask_prompt, &mut curve).map_err(|e| anyhow!("sample {i}: {e}"))?;
+        }
         answers.push((pred, item.gt));
         progress(i + 1, n);
     }
@@ -191,7 +221,38 @@ pub fn evaluate<B: Backend>(
         per_kind: per_kind.into_iter().filter_map(|(t, a)| a.compute().map(|m| (t, m))).collect(),
         sensitivity,
         iou_pearson: pearson(&iou_pairs),
+        click_curve: if clicks > 0 { curve.into_iter().filter_map(|a| a.compute()).collect() } else { Vec::new() },
     })
+}
+
+/// One sample answered, then corrected click by click (`curve[k]`: after k clicks).
+fn click_rounds<B: Backend>(
+    segmenter: &Segmenter<B>,
+    image: &EncodedImage<B>,
+    sentence: &Sentence,
+    gt: &[u8],
+    category: Option<&str>,
+    mask_prompt: ClickMaskPrompt,
+    curve: &mut [MetricsAccumulator],
+) -> std::result::Result<(), String> {
+    let (h, w) = image.geometry.original;
+    let prompts = block_on(segmenter.prompts(image, sentence, now_ms()))?;
+    let mut corrections = Corrections::default();
+    let mut answer = block_on(segmenter.answer(image, &prompts, &corrections, None))?;
+    for (k, acc) in curve.iter_mut().enumerate() {
+        if k > 0 {
+            let pred: Vec<u8> = answer.mask.iter().map(|&m| u8::from(m != 0)).collect();
+            // An exact answer keeps its clicks (none is needed).
+            if let Some(click) = corrective_click(&pred, gt, h, w) {
+                corrections.clicks.push(click);
+            }
+            let previous = (mask_prompt == ClickMaskPrompt::Previous).then_some(&answer);
+            answer = block_on(segmenter.answer(image, &prompts, &corrections, previous))?;
+        }
+        let pred: Vec<u8> = answer.mask.iter().map(|&m| u8::from(m != 0)).collect();
+        acc.add(&pred, gt, category).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// A binary mask (logits > 0) as 0/1 bytes.
@@ -369,6 +430,15 @@ impl EvalResult {
             "threshold_iou": SENSITIVITY_IOU,
         });
         v["predicted_iou_pearson_r"] = self.iou_pearson.map_or(Value::Null, num);
+        if !self.click_curve.is_empty() {
+            v["click_curve"] = Value::Array(
+                self.click_curve.iter().enumerate().map(|(k, m)| {
+                    let mut x = summary(m);
+                    x["clicks"] = json!(k);
+                    x
+                }).collect(),
+            );
+        }
         v
     }
 
@@ -398,6 +468,12 @@ impl EvalResult {
         }
         if let Some(r) = self.iou_pearson {
             s.push_str(&format!("\npredicted IoU vs true IoU: Pearson r = {r:.3}"));
+        }
+        if !self.click_curve.is_empty() {
+            s.push_str(&format!("\n{:<14}{:>8}{:>8}{:>8}", "clicks", "gIoU", "cIoU", "Pr@0.5"));
+            for (k, m) in self.click_curve.iter().enumerate() {
+                s.push_str(&format!("\n{k:<14}{:>8.2}{:>8.2}{:>8.2}", m.target.giou, m.target.ciou, m.target.precision[0]));
+            }
         }
         s
     }
@@ -439,7 +515,7 @@ fn eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
         .map_err(|e| anyhow!("{}: {e}", args.weights.display()))?;
 
     let start = std::time::Instant::now();
-    let result = evaluate(&model, &config, &dataset, &tokenizer, &device, args.limit, |done, total| {
+    let result = evaluate(&model, &config, &dataset, &tokenizer, &device, args.limit, args.clicks as usize, args.click_mask_prompt, |done, total| {
         if done % 50 == 0 || done == total {
             eprintln!("{done}/{total} samples");
         }

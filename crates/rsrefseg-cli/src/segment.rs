@@ -6,7 +6,7 @@ use crate::model_files::{self, ModelArgs, TextArgs};
 use anyhow::{Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use rsrefseg::pre::RgbImage;
-use rsrefseg::segmenter::{block_on, now_ms, Segmenter};
+use rsrefseg::segmenter::{block_on, now_ms, Click, Corrections, Segmenter};
 use rsrefseg::train::checkpoint_io::{lock_dir, write_atomic};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,14 @@ pub struct SegmentArgs {
     pub image: PathBuf,
     #[command(flatten)]
     pub text: TextArgs,
+    /// A correction click `x,y` in image pixels, on the object (`x,y` or `x,y,+`) or not on it
+    /// (`x,y,-`); repeatable. SAM's prompt encoder adds each to the sentence's prompts and only
+    /// the decoder runs again (beyond the paper).
+    #[arg(long = "point", value_name = "X,Y[,+|-]", value_parser = parse_click)]
+    pub points: Vec<Click>,
+    /// A box `x0,y0,x1,y1` around the object, in image pixels (a correction, as --point).
+    #[arg(long = "box", value_name = "X0,Y0,X1,Y1", value_parser = parse_box)]
+    pub bbox: Option<[f32; 4]>,
     /// Where `mask.png`, `overlay.png`, `heatmap.png` and `result.json` are written.
     #[arg(long, default_value = "rsrefseg-out")]
     pub out_dir: PathBuf,
@@ -49,6 +57,8 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
     let t = Instant::now();
     let img = model_files::read_image(&args.image)?;
     let decode_ms = t.elapsed().as_secs_f64() * 1e3;
+    let corrections = Corrections { clicks: args.points.clone(), bbox: args.bbox };
+    corrections.check((img.height, img.width)).map_err(anyhow::Error::msg)?;
     let config = model_files::load_config(&args.model)?;
     let tokens = model_files::tokens(&args.text, &args.model, &config)?;
     if let Some(note) = &tokens.note {
@@ -63,13 +73,19 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
     // The segmentation pipeline the page runs too (rsrefseg::segmenter).
     let segmenter = Segmenter::new(model, None, config.image_size(), device);
     let image = block_on(segmenter.encode(&img, decode_ms)).map_err(anyhow::Error::msg)?;
-    let answer = block_on(segmenter.segment_sentence(&image, &tokens.sentence(), now_ms())).map_err(anyhow::Error::msg)?;
+    let prompts = block_on(segmenter.prompts(&image, &tokens.sentence(), now_ms())).map_err(anyhow::Error::msg)?;
+    let first = block_on(segmenter.answer(&image, &prompts, &Corrections::default(), None)).map_err(anyhow::Error::msg)?;
+    let answer = if corrections.is_empty() {
+        first.clone()
+    } else {
+        block_on(segmenter.answer(&image, &prompts, &corrections, None)).map_err(anyhow::Error::msg)?
+    };
     let mask: Vec<bool> = answer.mask.iter().map(|&m| m != 0).collect();
     let has_heat = answer.heat_range != (0.0, 0.0) || answer.heat.iter().any(|&h| h != 0);
 
     let path = |name: &str| args.out_dir.join(name);
     save(&mask_image(&img, &mask), &path("mask.png"))?;
-    save(&overlay_image(&img, &mask), &path("overlay.png"))?;
+    save(&overlay_image(&img, &mask, &corrections), &path("overlay.png"))?;
     if has_heat {
         let heat = image::GrayImage::from_raw(answer.heat_width as u32, answer.heat_height as u32, answer.heat.clone())
             .context("heat map of the wrong size")?;
@@ -89,6 +105,10 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
         "object_score_logit": answer.object_score_logit,
         "mask_pixels": pixels,
         "mask_fraction": pixels as f64 / mask.len() as f64,
+        "clicks": corrections.clicks.iter().map(|c| json!({"x": c.x, "y": c.y, "positive": c.positive})).collect::<Vec<_>>(),
+        "box": corrections.bbox,
+        // The sentence's answer before the corrections (equal to the above without any).
+        "before_corrections": {"predicted_iou": first.iou, "mask_pixels": first.area},
         // What heatmap.png's darkest and brightest colours stand for (probabilities).
         "heat_range": has_heat.then_some([answer.heat_range.0, answer.heat_range.1]),
         "timings_ms": {
@@ -130,9 +150,10 @@ fn mask_image(img: &RgbImage, mask: &[bool]) -> image::RgbImage {
     })
 }
 
-/// The image with the object tinted red and the rest slightly darkened.
-fn overlay_image(img: &RgbImage, mask: &[bool]) -> image::RgbImage {
-    image::RgbImage::from_fn(img.width as u32, img.height as u32, |x, y| {
+/// The image with the object tinted red and the rest slightly darkened; correction clicks drawn
+/// as crosses (green: on the object, blue: not on it) and the box as a yellow outline.
+fn overlay_image(img: &RgbImage, mask: &[bool], corrections: &Corrections) -> image::RgbImage {
+    let mut out = image::RgbImage::from_fn(img.width as u32, img.height as u32, |x, y| {
         let i = y as usize * img.width + x as usize;
         let px = &img.data[3 * i..3 * i + 3];
         if mask[i] {
@@ -141,7 +162,59 @@ fn overlay_image(img: &RgbImage, mask: &[bool]) -> image::RgbImage {
         } else {
             image::Rgb(std::array::from_fn(|c| (0.7 * px[c] as f32) as u8))
         }
-    })
+    });
+    let (w, h) = (img.width as i64, img.height as i64);
+    let mut put = |x: i64, y: i64, colour: [u8; 3]| {
+        if (0..w).contains(&x) && (0..h).contains(&y) {
+            out.put_pixel(x as u32, y as u32, image::Rgb(colour));
+        }
+    };
+    let arm = (img.width.max(img.height) as i64 / 100).max(3);
+    for c in &corrections.clicks {
+        let colour = if c.positive { [40, 230, 80] } else { [40, 140, 255] };
+        let (cx, cy) = (c.x as i64, c.y as i64);
+        for d in -arm..=arm {
+            put(cx + d, cy, colour);
+            put(cx, cy + d, colour);
+        }
+    }
+    if let Some([x0, y0, x1, y1]) = corrections.bbox {
+        let (x0, y0, x1, y1) = (x0 as i64, y0 as i64, x1 as i64, y1 as i64);
+        for x in x0..=x1 {
+            put(x, y0, [250, 220, 40]);
+            put(x, y1, [250, 220, 40]);
+        }
+        for y in y0..=y1 {
+            put(x0, y, [250, 220, 40]);
+            put(x1, y, [250, 220, 40]);
+        }
+    }
+    out
+}
+
+/// `x,y` or `x,y,+` (on the object) or `x,y,-` (not on it), in image pixels.
+fn parse_click(s: &str) -> std::result::Result<Click, String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let (xy, positive) = match parts.as_slice() {
+        [x, y] => ([*x, *y], true),
+        [x, y, "+"] => ([*x, *y], true),
+        [x, y, "-"] => ([*x, *y], false),
+        _ => return Err(format!("{s:?}: give x,y or x,y,+ (on the object) or x,y,- (not on it)")),
+    };
+    let [x, y] = xy.map(|v| v.parse::<f32>());
+    match (x, y) {
+        (Ok(x), Ok(y)) if x.is_finite() && y.is_finite() => Ok(Click { x, y, positive }),
+        _ => Err(format!("{s:?}: x and y must be numbers (image pixels)")),
+    }
+}
+
+/// `x0,y0,x1,y1` in image pixels.
+fn parse_box(s: &str) -> std::result::Result<[f32; 4], String> {
+    let v: Vec<f32> = s.split(',').map(|p| p.trim().parse::<f32>()).collect::<std::result::Result<_, _>>().map_err(|_| format!("{s:?}: give x0,y0,x1,y1 as numbers (image pixels)"))?;
+    match v.as_slice() {
+        [x0, y0, x1, y1] if v.iter().all(|c| c.is_finite()) => Ok([*x0, *y0, *x1, *y1]),
+        _ => Err(format!("{s:?}: give four numbers x0,y0,x1,y1 (image pixels)")),
+    }
 }
 
 /// The dense localization map (the pipeline's heat map: the dense prompt's probabilities

@@ -272,6 +272,47 @@ fn segment_without_a_model_runs_the_embedded_nano() {
     assert!(stderr.contains("--config"), "{stderr}");
 }
 
+/// Correction clicks and a box: recorded in result.json and drawn on the overlay; the answer
+/// changes only through the decoder (same tokens); clicks outside the image, boxes without area
+/// and malformed values are refused by name before anything is written.
+#[test]
+fn segment_takes_correction_clicks_and_a_box() {
+    let dir = scratch("segment-clicks");
+    let (png, _, _, _) = fixture_inputs(&dir);
+    let input = image::open(&png).unwrap();
+    let (w, h) = (input.width() as f32, input.height() as f32);
+    let out_dir = dir.join("out");
+    let png = png.to_str().unwrap();
+    let base = ["segment", "--image", png, "--text", "the largest ship", "--out-dir", out_dir.to_str().unwrap()];
+    let point = format!("{},{}", w / 2.0, h / 2.0);
+    let negative = format!("{},{},-", w / 4.0, h / 4.0);
+    let bbox = format!("1,1,{},{}", w - 2.0, h - 2.0);
+    let out = rsrefseg(&[&base[..], &["--point", &point, "--point", &negative, "--box", &bbox]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("result.json")).unwrap()).unwrap();
+    let clicks = result["clicks"].as_array().unwrap();
+    assert_eq!(clicks.len(), 2, "{result}");
+    assert_eq!((clicks[0]["positive"].as_bool(), clicks[1]["positive"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(result["box"].as_array().map(Vec::len), Some(4), "{result}");
+    assert!(result["before_corrections"]["predicted_iou"].is_number(), "{result}");
+    // The positive click is drawn in green on the overlay.
+    let overlay = image::open(out_dir.join("overlay.png")).unwrap().to_rgb8();
+    assert_eq!(overlay.get_pixel((w / 2.0) as u32, (h / 2.0) as u32).0, [40, 230, 80]);
+
+    let refused = |extra: &[&str], want: &str| {
+        let bad_dir = dir.join("refused");
+        let out = rsrefseg(&[&["segment", "--image", png, "--text", "the ship", "--out-dir", bad_dir.to_str().unwrap()][..], extra].concat());
+        assert!(!out.status.success(), "{extra:?}");
+        assert!(text(&out.stderr).contains(want), "{extra:?}: {}", text(&out.stderr));
+        assert!(!bad_dir.exists(), "{extra:?}: nothing is written");
+    };
+    refused(&["--point", "99999,1"], "outside");
+    refused(&["--point", "1,a"], "must be numbers");
+    refused(&["--point", "1,2,*"], "x,y,-");
+    refused(&["--box", "5,5,2,2"], "no area");
+    refused(&["--box", "1,2,3"], "four numbers");
+}
+
 #[test]
 fn segment_rejects_bad_text() {
     let dir = scratch("segment-text");

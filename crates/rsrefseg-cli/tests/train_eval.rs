@@ -161,7 +161,7 @@ fn train_resume_nan_stop_and_eval() {
     let json_path = dir.join("eval.json");
     let out = ok(rsrefseg(&[
         "eval", "--config", &d(&a.join("config.json")), "--weights", &d(&a.join("best.safetensors")), "--data", &d(&data),
-        "--split", "test", "--json", &d(&json_path), "--threads", "2",
+        "--split", "test", "--json", &d(&json_path), "--threads", "2", "--clicks", "2",
     ]));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("gIoU") && table.contains("target"), "{table}");
@@ -174,4 +174,9 @@ fn train_resume_nan_stop_and_eval() {
     let kinds = v["per_kind"].as_object().expect("per_kind from synthetic data");
     assert_eq!(kinds.values().map(|k| k["num_samples"].as_u64().unwrap()).sum::<u64>(), 4, "{v}");
     assert!(v["reference"]["gIoU_1"].is_number(), "{v}");
+    // The click curve: 0, 1 and 2 simulated corrections; with none it is the evaluation itself.
+    let curve = v["click_curve"].as_array().expect("click_curve with --clicks");
+    assert_eq!(curve.iter().map(|c| c["clicks"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1, 2], "{v}");
+    assert!((curve[0]["giou"].as_f64().unwrap() - giou).abs() < 1e-9, "{v}");
+    assert!(curve.iter().all(|c| c["num_samples"] == 4), "{v}");
 }

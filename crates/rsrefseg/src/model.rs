@@ -12,6 +12,7 @@ use crate::encoders::{Siglip, SiglipTextOutput};
 use crate::pre::{clip_pixels, sam_pixels};
 use crate::prompter::{CascadedPrompter, PrompterOutput};
 use crate::sam::mask_decoder::{HighResFeatures, MaskDecoderOutput};
+use crate::sam::prompt_encoder::PointPrompts;
 use crate::sam::{Sam2, Sam2ImageFeatures};
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Int, Tensor};
@@ -141,12 +142,36 @@ impl<B: Backend> RsRefSeg<B> {
         prompter: PrompterOutput<B>,
         training: bool,
     ) -> RsRefSegOutput<B> {
+        self.decode_refined(image, text, prompter, Refinement::default(), training)
+    }
+
+    /// Query stage 3 with the user's corrections (beyond the paper): clicks and a box are
+    /// encoded by SAM's prompt encoder and appended to the prompter's sparse prompts, and the
+    /// previous answer's low-resolution logits, when given, are the mask prompt in place of the
+    /// dense prompt — SAM's own iterative refinement. Only this stage re-runs; the image
+    /// encoding and the sentence's prompts are reused.
+    pub fn decode_refined(
+        &self,
+        image: &ImageEncoding<B>,
+        text: SiglipTextOutput<B>,
+        prompter: PrompterOutput<B>,
+        refinement: Refinement<B>,
+        training: bool,
+    ) -> RsRefSegOutput<B> {
         let [b, _] = text.t_sent.dims();
         let pe = &self.sam.sam_prompt_encoder;
-        let dense_embedding = match &prompter.dense {
-            Some(dense) => pe.mask_downscaling.forward(dense.clone()),
+        let Refinement { points, boxes, previous_mask } = refinement;
+        let dense_embedding = match (previous_mask, &prompter.dense) {
+            (Some(previous), _) => pe.mask_downscaling.forward(previous),
+            (None, Some(dense)) => pe.mask_downscaling.forward(dense.clone()),
             // Without a dense prompt SAM gets its learned "no mask" embedding.
-            None => pe.forward(None, None, None, b).dense,
+            (None, None) => pe.forward(None, None, None, b).dense,
+        };
+        let sparse = if points.is_some() || boxes.is_some() {
+            let user = pe.forward(points, boxes, None, b).sparse;
+            Tensor::cat(vec![prompter.sparse.clone(), user], 1)
+        } else {
+            prompter.sparse.clone()
         };
         let features = Sam2ImageFeatures {
             image_embed: expand_batch(image.sam.image_embed.clone(), b),
@@ -156,7 +181,7 @@ impl<B: Backend> RsRefSeg<B> {
             }),
             backbone: image.sam.backbone.clone(),
         };
-        let decoder = self.sam.decode(&features, prompter.sparse.clone(), dense_embedding.clone(), false, training);
+        let decoder = self.sam.decode(&features, sparse, dense_embedding.clone(), false, training);
         RsRefSegOutput {
             mask_logits: decoder.masks.clone(),
             iou: decoder.iou_pred.clone(),
@@ -178,6 +203,20 @@ impl<B: Backend> RsRefSeg<B> {
         let image = self.encode_image(x01);
         self.query(&image, input_ids, attention_mask, training)
     }
+}
+
+/// The user's corrections of an answer, in the model's input frame (pixels of the padded S×S
+/// image SAM sees).
+///
+/// # Shapes
+/// - points: coords `[b, n, 2]` as `(x, y)`, labels `[b, n]` (1 = on the object, 0 = not)
+/// - boxes: `[b, 4]` as `(x0, y0, x1, y1)`
+/// - previous_mask: the previous answer's low-resolution logits `[b, 1, m, m]`
+#[derive(Clone, Debug, Default)]
+pub struct Refinement<B: Backend> {
+    pub points: Option<PointPrompts<B>>,
+    pub boxes: Option<Tensor<B, 2>>,
+    pub previous_mask: Option<Tensor<B, 4>>,
 }
 
 /// Canonical tensors of [`RsRefSeg`] from the released RSRefSeg 2 state dict, LoRA merged

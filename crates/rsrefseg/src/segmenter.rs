@@ -10,7 +10,10 @@
 //!   ([`EncodedImage`], kept by the caller);
 //! - [`Segmenter::segment`]: sentence → tokens → text tower → prompter → SAM decoder →
 //!   post-processing → [`Segmentation`] (mask at the original size, heat map, predicted IoU, the
-//!   time of every stage).
+//!   time of every stage);
+//! - [`Segmenter::prompts`] then [`Segmenter::answer`]: the same in two steps, so that the user's
+//!   corrections ([`Corrections`]: clicks and a box, beyond the paper) re-run only SAM's decoder
+//!   on the sentence's cached prompts, with the previous answer as SAM's mask prompt.
 //!
 //! Every read from the device is `into_data_async().await`: a browser cannot wait synchronously,
 //! and natively the futures complete at once ([`block_on`]). Stages are timed by awaiting one
@@ -21,7 +24,9 @@ use crate::encoders::SiglipTextOutput;
 use crate::encoders::tokenizer::TextTokenizer;
 use crate::export::Bundle;
 use crate::export::TokenTablePlacement;
-use crate::model::{ImageEncoding, RsRefSeg, RsRefSegOutput};
+use crate::model::{ImageEncoding, Refinement, RsRefSeg, RsRefSegOutput};
+use crate::prompter::PrompterOutput;
+use crate::sam::prompt_encoder::PointPrompts;
 use crate::nn::interpolate::bilinear;
 use crate::post::{binary_mask, logits_at_original_size};
 use crate::pre::{to_x01, Geometry, RgbImage};
@@ -117,6 +122,63 @@ impl Sentence {
         let attention_mask = vec![1; ids.len()];
         Sentence { ids, attention_mask, note: None }
     }
+}
+
+/// Most clicks one answer takes (each is one more prompt token for the decoder).
+pub const MAX_CLICKS: usize = 32;
+
+/// A click on the image, in pixels of the original image: on the object (`positive`) or not.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Click {
+    pub x: f32,
+    pub y: f32,
+    pub positive: bool,
+}
+
+/// The user's corrections of an answer, in pixels of the original image.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Corrections {
+    pub clicks: Vec<Click>,
+    /// `(x0, y0, x1, y1)`.
+    pub bbox: Option<[f32; 4]>,
+}
+
+impl Corrections {
+    pub fn is_empty(&self) -> bool {
+        self.clicks.is_empty() && self.bbox.is_none()
+    }
+
+    /// Clear errors for clicks or a box outside the image, a box with no area, or too many clicks.
+    pub fn check(&self, (height, width): (usize, usize)) -> Result<(), String> {
+        if self.clicks.len() > MAX_CLICKS {
+            return Err(format!("{} clicks; at most {MAX_CLICKS} are taken (reset the clicks)", self.clicks.len()));
+        }
+        let inside = |x: f32, y: f32| x.is_finite() && y.is_finite() && (0.0..=width as f32).contains(&x) && (0.0..=height as f32).contains(&y);
+        if let Some(c) = self.clicks.iter().find(|c| !inside(c.x, c.y)) {
+            return Err(format!("the click at ({}, {}) is outside the {width}×{height} image", c.x, c.y));
+        }
+        if let Some([x0, y0, x1, y1]) = self.bbox {
+            if !inside(x0, y0) || !inside(x1, y1) {
+                return Err(format!("the box ({x0}, {y0}, {x1}, {y1}) is not inside the {width}×{height} image"));
+            }
+            if x1 <= x0 || y1 <= y0 {
+                return Err(format!("the box ({x0}, {y0}, {x1}, {y1}) has no area: give x0 < x1 and y0 < y1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A sentence's prompts on one encoded image (text tower and prompter outputs), kept so that
+/// corrections re-run only the decoder.
+pub struct SentencePrompts<B: Backend> {
+    text: SiglipTextOutput<B>,
+    prompter: PrompterOutput<B>,
+    note: Option<String>,
+    token_ids: Vec<u32>,
+    /// Milliseconds of the text tower and the prompter.
+    text_ms: f64,
+    prompter_ms: f64,
 }
 
 /// The answer to one sentence.
@@ -285,6 +347,21 @@ impl<B: Backend> Segmenter<B> {
         (self.model.decode(&image.encoding, text, prompter, false), note)
     }
 
+    /// The first two query stages of `sentence` (text tower, prompter), timed from `t0`
+    /// ([`now_ms`], so that tokenising counts as text time).
+    pub async fn prompts(&self, image: &EncodedImage<B>, sentence: &Sentence, t0: f64) -> Result<SentencePrompts<B>, String> {
+        let (text, note) = self.encode_sentence(sentence);
+        fence(&text.t_sent).await?;
+        let t1 = now_ms();
+        let prompter = self.model.prompt(&image.encoding, &text);
+        fence(&prompter.sparse).await?;
+        if let Some(d) = &prompter.dense {
+            fence(d).await?;
+        }
+        let t2 = now_ms();
+        Ok(SentencePrompts { text, prompter, note, token_ids: sentence.ids.clone(), text_ms: t1 - t0, prompter_ms: t2 - t1 })
+    }
+
     /// Segment the object `text` refers to in an encoded image.
     pub async fn segment(&self, image: &EncodedImage<B>, text: &str) -> Result<Segmentation, String> {
         let t0 = now_ms();
@@ -293,22 +370,32 @@ impl<B: Backend> Segmenter<B> {
     }
 
     /// [`Self::segment`] for a sentence already tokenised; `t0` is when the query started
-    /// ([`now_ms`]), so that tokenising counts as text time.
+    /// ([`now_ms`], so that tokenising counts as text time).
     pub async fn segment_sentence(&self, image: &EncodedImage<B>, sentence: &Sentence, t0: f64) -> Result<Segmentation, String> {
-        let (text_out, note) = self.encode_sentence(sentence);
-        fence(&text_out.t_sent).await?;
-        let t1 = now_ms();
-        let prompter = self.model.prompt(&image.encoding, &text_out);
-        fence(&prompter.sparse).await?;
-        if let Some(d) = &prompter.dense {
-            fence(d).await?;
-        }
+        let prompts = self.prompts(image, sentence, t0).await?;
+        self.answer(image, &prompts, &Corrections::default(), None).await
+    }
+
+    /// The last query stage (SAM's decoder) and post-processing on cached sentence prompts, with
+    /// the user's corrections and, for an iterative refinement, the previous answer (its
+    /// low-resolution logits become the mask prompt, as in SAM). The text and prompter times of
+    /// the result are the cached prompts' when there is no correction, and 0 otherwise (they did
+    /// not run).
+    pub async fn answer(
+        &self,
+        image: &EncodedImage<B>,
+        prompts: &SentencePrompts<B>,
+        corrections: &Corrections,
+        previous: Option<&Segmentation>,
+    ) -> Result<Segmentation, String> {
+        let g = image.geometry;
+        corrections.check(g.original)?;
         let t2 = now_ms();
-        let out = self.model.decode(&image.encoding, text_out, prompter, false);
+        let refinement = self.refinement(g, corrections, previous)?;
+        let out = self.model.decode_refined(&image.encoding, prompts.text.clone(), prompts.prompter.clone(), refinement, false);
         fence(&out.mask_logits).await?;
         let t3 = now_ms();
 
-        let g = image.geometry;
         let (height, width) = g.original;
         let logits = logits_at_original_size(out.mask_logits.clone(), g);
         let mask = to_u8(&read(binary_mask(logits).float()).await?, 255.0);
@@ -328,6 +415,7 @@ impl<B: Backend> Segmenter<B> {
         let low_res_logits = read(out.mask_logits).await?;
         let t4 = now_ms();
         let area = mask.iter().filter(|&&m| m != 0).count();
+        let (text_ms, prompter_ms) = if corrections.is_empty() && previous.is_none() { (prompts.text_ms, prompts.prompter_ms) } else { (0.0, 0.0) };
         Ok(Segmentation {
             height,
             width,
@@ -336,15 +424,43 @@ impl<B: Backend> Segmenter<B> {
             heat_width,
             heat,
             heat_range,
-            note,
+            note: prompts.note.clone(),
             iou,
             object_score_logit,
             low_res_logits,
             low_res_size,
-            token_ids: sentence.ids.clone(),
+            token_ids: prompts.token_ids.clone(),
             area,
-            timings: QueryTimings { text: t1 - t0, prompter: t2 - t1, decoder: t3 - t2, post: t4 - t3 },
+            timings: QueryTimings { text: text_ms, prompter: prompter_ms, decoder: t3 - t2, post: t4 - t3 },
         })
+    }
+
+    /// Corrections (original pixels) in the model's input frame, as SAM's prompts.
+    fn refinement(&self, g: Geometry, c: &Corrections, previous: Option<&Segmentation>) -> Result<Refinement<B>, String> {
+        let (h0, w0) = g.original;
+        let (h1, w1) = g.resized;
+        let (sx, sy) = (w1 as f32 / w0 as f32, h1 as f32 / h0 as f32);
+        let points = (!c.clicks.is_empty()).then(|| {
+            let n = c.clicks.len();
+            let coords: Vec<f32> = c.clicks.iter().flat_map(|k| [k.x * sx, k.y * sy]).collect();
+            let labels: Vec<i64> = c.clicks.iter().map(|k| i64::from(k.positive)).collect();
+            PointPrompts {
+                coords: Tensor::from_data(TensorData::new(coords, [1, n, 2]), &self.device),
+                labels: Tensor::from_data(TensorData::new(labels, [1, n]), &self.device),
+            }
+        });
+        let boxes = c.bbox.map(|[x0, y0, x1, y1]| Tensor::from_data(TensorData::new(vec![x0 * sx, y0 * sy, x1 * sx, y1 * sy], [1, 4]), &self.device));
+        let previous_mask = match previous {
+            None => None,
+            Some(p) => {
+                let m = p.low_res_size;
+                if p.low_res_logits.len() != m * m || (p.height, p.width) != g.original {
+                    return Err("the previous answer belongs to another image: segment the sentence again".into());
+                }
+                Some(Tensor::from_data(TensorData::new(p.low_res_logits.clone(), [1, 1, m, m]), &self.device))
+            }
+        };
+        Ok(Refinement { points, boxes, previous_mask })
     }
 }
 

@@ -10,6 +10,7 @@
 //! line, or file and index): a broken sample is never skipped or replaced by another one (the
 //! reference dataset silently substitutes a random sample for any that fails to load).
 
+pub mod clicks;
 pub mod dataset;
 pub mod jsonl;
 pub mod metrics;

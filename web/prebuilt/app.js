@@ -1,0 +1,616 @@
+// Page logic of rsrefseg-web. The model runs in a Web Worker (web/worker.js); this script only
+// handles the UI: model picker and progress, image input (file, drop, paste, samples), the
+// sentence box, and drawing the mask overlay, heat map, predicted IoU and timings.
+//
+// Signals for page tests:
+//   document.body.dataset.ready = "1"     start-up finished (model loaded or failed)
+//   #status[data-state]                   "loading" | "ready" | "error"
+//   #backend-used                         "WebGPU" | "CPU"
+//   #result[data-state]                   "empty" | "running" | "done" | "error";
+//                                         data-mask-width / -height / -area when done
+//   #input-status[data-state]             "image" once an image is encoded, "error" on bad input
+// URL parameters: ?backend=webgpu|cpu, ?model=embedded|synthetic|<bundle URL>.
+
+const $ = (id) => document.getElementById(id);
+const t0 = performance.now();
+
+const EMBEDDED_MODEL = "models/nano/nano.rsb";
+const MAX_FILE_BYTES = 40 * 1024 * 1024;
+const MAX_SIDE = 16384;
+const MAX_PIXELS = 8192 * 8192;
+const REQUEST_TIMEOUT_MS = 15 * 60 * 1000;
+
+const state = {
+  worker: null,
+  backend: null, // what the worker runs on
+  model: null, // model info
+  modelSource: null, // {kind, url?, bytes?}
+  image: null, // {bitmap, width, height, name}
+  result: null,
+  busy: false,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Worker RPC
+
+class ModelWorker {
+  constructor(onPanic) {
+    this.nextId = 1;
+    this.pending = new Map();
+    this.onPanic = onPanic;
+    this.worker = new Worker("worker.js", { type: "module" });
+    this.worker.onmessage = (e) => this.receive(e.data);
+    this.worker.onerror = (e) => this.failAll(`the worker failed: ${e.message || "script error"}`);
+  }
+
+  receive(msg) {
+    if (msg.type === "progress") {
+      this.pending.get(msg.id)?.onProgress?.(msg.loaded, msg.total);
+    } else if (msg.type === "result") {
+      const p = this.pending.get(msg.id);
+      if (!p) return;
+      this.pending.delete(msg.id);
+      clearTimeout(p.timer);
+      msg.ok ? p.resolve(msg.result) : p.reject(new Error(msg.error));
+    } else if (msg.type === "panic") {
+      this.failAll(`the model crashed: ${msg.message}`);
+      this.onPanic?.(msg.message);
+    } else if (msg.type === "failed") {
+      this.failAll(`the WebAssembly module did not load: ${msg.error}`);
+    }
+  }
+
+  failAll(message) {
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new Error(message));
+    }
+    this.pending.clear();
+  }
+
+  call(op, args = {}, { transfer = [], onProgress } = {}) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`${op} did not answer within ${REQUEST_TIMEOUT_MS / 60000} minutes`));
+      }, REQUEST_TIMEOUT_MS);
+      this.pending.set(id, { resolve, reject, onProgress, timer });
+      this.worker.postMessage({ id, op, args }, transfer);
+    });
+  }
+
+  terminate() {
+    this.failAll("the worker was restarted");
+    this.worker.terminate();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status helpers
+
+function setStatus(text, st) {
+  const el = $("status");
+  el.textContent = text;
+  el.dataset.state = st;
+}
+
+function notice(text) {
+  const el = $("notice");
+  el.textContent = text || "";
+  el.hidden = !text;
+}
+
+function inputStatus(text, st = "") {
+  const el = $("input-status");
+  el.textContent = text;
+  el.dataset.state = st;
+}
+
+function progress(fraction) {
+  const bar = $("progress");
+  if (fraction === null) {
+    bar.hidden = true;
+    return;
+  }
+  bar.hidden = false;
+  if (fraction === undefined) bar.removeAttribute("value");
+  else bar.value = fraction;
+}
+
+const ms = (v) => (v >= 100 ? `${Math.round(v)} ms` : `${v.toFixed(1)} ms`);
+const mb = (b) => `${(b / 1e6).toFixed(1)} MB`;
+
+/** The header line once a model is loaded: the backend, and what to do next. */
+function readyStatus() {
+  const where = state.backend === "webgpu" ? "WebGPU" : "CPU";
+  const next = state.image ? ` ${state.image.name} is encoded: type a sentence.` : " Choose an image.";
+  setStatus(`Ready (${where}).${next}`, "ready");
+}
+
+/** Forget the last answer: mask, heat map, scores and the download button, so that nothing on
+ * screen describes an image or sentence other than the current ones. */
+function clearResult() {
+  state.result = null;
+  $("result").dataset.state = "empty";
+  for (const id of ["mask-canvas", "heat-canvas"]) {
+    const c = $(id);
+    c.getContext("2d").clearRect(0, 0, c.width, c.height);
+  }
+  for (const id of ["stat-iou", "stat-mask", "stat-query"]) $(id).textContent = "–";
+  $("heat-range").textContent = "–";
+  updateButtons();
+}
+
+/** Example sentences for images that are not samples (the synthetic benchmark's grammar). */
+const GENERIC_EXAMPLES = ["the largest building", "the white vehicle", "the first building from the left"];
+
+function updateButtons() {
+  const ready = !!(state.model && state.image && !state.busy);
+  $("segment").disabled = !ready;
+  $("download").disabled = !state.result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend and model
+
+function startWorker() {
+  state.worker?.terminate();
+  state.worker = new ModelWorker((message) => {
+    console.error("rsrefseg worker panic:", message);
+    setStatus("The model crashed; restarting it…", "error");
+    state.model = null;
+    state.image = null;
+    updateButtons();
+    // Restart with the same backend and model.
+    setTimeout(() => boot(false).catch(() => {}), 100);
+  });
+}
+
+async function selectBackend(requested) {
+  const { backend, version } = await state.worker.call("init", { backend: requested });
+  state.backend = backend;
+  $("version").textContent = version;
+  $("backend-used").textContent = backend === "webgpu" ? "WebGPU" : "CPU";
+  $("backend-used").dataset.backend = backend;
+  $("stat-backend").textContent = backend === "webgpu" ? "WebGPU" : "CPU (NdArray, single thread)";
+  if (requested === "webgpu" && backend !== "webgpu") {
+    notice("WebGPU is not available in this browser (no adapter), so the model runs on the CPU — slower, but the same results.");
+  } else {
+    notice("");
+  }
+  return backend;
+}
+
+async function loadModel(source) {
+  state.model = null;
+  state.result = null;
+  updateButtons();
+  const start = performance.now();
+  let info;
+  setStatus("Loading the model…", "loading");
+  progress(undefined);
+  try {
+    if (source.kind === "synthetic") {
+      info = await state.worker.call("loadSynthetic", {});
+    } else if (source.kind === "file") {
+      const bytes = source.bytes.slice(0); // keep a copy for backend switches
+      info = await state.worker.call("loadModel", { bytes }, { transfer: [bytes] });
+    } else {
+      const url = source.url;
+      info = await state.worker.call(
+        "loadModelUrl",
+        { url },
+        {
+          onProgress: (loaded, total) => {
+            progress(total ? loaded / total : undefined);
+            $("status").textContent = `Loading the model… ${mb(loaded)}${total ? ` of ${mb(total)}` : ""}`;
+          },
+        },
+      );
+    }
+  } finally {
+    progress(null);
+  }
+  state.model = info;
+  state.modelSource = source;
+  const what = { embedded: "embedded nano", synthetic: "synthetic nano (untrained)", file: source.name, url: source.url }[
+    source.kind
+  ];
+  $("model-status").textContent = `Model: ${what} — ${info.summary}; loaded in ${ms(performance.now() - start)}.`;
+  return info;
+}
+
+/** Start (or restart) the worker, pick the backend and load the model. */
+async function boot(first) {
+  startWorker();
+  setStatus("Starting the model worker…", "loading");
+  // The worker asks for a WebGPU adapter itself and falls back to the CPU without one.
+  await selectBackend($("backend").value);
+  const source = state.modelSource || initialModelSource();
+  await loadModel(source);
+  if (first) {
+    const took = performance.now() - t0;
+    $("stat-ready").textContent = ms(took);
+    $("stat-ready").dataset.ms = String(Math.round(took));
+  }
+  readyStatus();
+  if (state.image?.bytes) await encodeImage(state.image.bytes.slice(0), state.image.name);
+}
+
+function initialModelSource() {
+  const m = new URLSearchParams(location.search).get("model");
+  if (m === "synthetic") {
+    $("model-source").value = "synthetic";
+    return { kind: "synthetic" };
+  }
+  if (m && m !== "embedded") {
+    $("model-source").value = "url";
+    $("model-url").value = m;
+    $("model-url-box").hidden = false;
+    return { kind: "url", url: m };
+  }
+  return { kind: "embedded", url: EMBEDDED_MODEL };
+}
+
+async function switchModel(source) {
+  try {
+    await loadModel(source);
+    setStatus(`Ready (${state.backend === "webgpu" ? "WebGPU" : "CPU"}).`, "ready");
+    if (state.image?.bytes) await encodeImage(state.image.bytes.slice(0), state.image.name);
+  } catch (err) {
+    setStatus(`Could not load the model: ${err.message}`, "error");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image input
+
+function drawImage(bitmap) {
+  const canvas = $("image-canvas");
+  const mask = $("mask-canvas");
+  const scale = Math.min(1, 1024 / Math.max(bitmap.width, bitmap.height));
+  canvas.width = mask.width = Math.max(1, Math.round(bitmap.width * scale));
+  canvas.height = mask.height = Math.max(1, Math.round(bitmap.height * scale));
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  mask.getContext("2d").clearRect(0, 0, mask.width, mask.height);
+  const heat = $("heat-canvas");
+  heat.getContext("2d").clearRect(0, 0, heat.width, heat.height);
+}
+
+async function takeFile(file, name, sentences = GENERIC_EXAMPLES) {
+  if (!file) return;
+  name = name || file.name || "pasted image";
+  clearResult();
+  if (file.size > MAX_FILE_BYTES) {
+    inputStatus(`${name} is ${mb(file.size)}: the largest accepted image file is 40 MB.`, "error");
+    return;
+  }
+  if (file.size === 0) {
+    inputStatus(`${name} is empty.`, "error");
+    return;
+  }
+  const bytes = await file.arrayBuffer();
+  if (await encodeImage(bytes, name)) setExamples(sentences);
+}
+
+/** Show the image (browser decode for display) and encode it in the worker (wasm decode). */
+async function encodeImage(bytes, name) {
+  clearResult();
+  let bitmap = null;
+  try {
+    bitmap = await createImageBitmap(new Blob([bytes]));
+  } catch {
+    // The browser cannot show it (e.g. TIFF); the worker may still decode it.
+  }
+  if (bitmap && Math.max(bitmap.width, bitmap.height) > MAX_SIDE) {
+    inputStatus(`${name} is ${bitmap.width}×${bitmap.height}: the longest accepted side is ${MAX_SIDE} pixels.`, "error");
+    return false;
+  }
+  if (bitmap && bitmap.width * bitmap.height > MAX_PIXELS) {
+    inputStatus(`${name} is ${bitmap.width}×${bitmap.height}: at most 8192×8192 pixels (67 megapixels) are accepted.`, "error");
+    return false;
+  }
+  if (!state.model) {
+    inputStatus("The model is not loaded yet.", "error");
+    return false;
+  }
+  state.busy = true;
+  updateButtons();
+  inputStatus(`Encoding ${name}…`, "busy");
+  try {
+    const r = await state.worker.call("setImage", { bytes: bytes.slice(0) });
+    if (!bitmap) {
+      // Not displayable by the browser: show a gray placeholder of the right size.
+      const c = new OffscreenCanvas(r.width, r.height);
+      const ctx = c.getContext("2d");
+      ctx.fillStyle = "#888";
+      ctx.fillRect(0, 0, r.width, r.height);
+      bitmap = c.transferToImageBitmap();
+    }
+    state.image = { bitmap, width: r.width, height: r.height, name, bytes };
+    drawImage(bitmap);
+    const t = r.timings;
+    $("stat-image").textContent =
+      `${r.width}×${r.height}: decode ${ms(t.decode)}, pre-process ${ms(t.preprocess)}, encode ${ms(t.encode)}`;
+    $("stat-image").dataset.encodeMs = String(t.encode);
+    inputStatus(`${name} (${r.width}×${r.height}) is ready: type a sentence and press Enter.`, "image");
+    readyStatus();
+    return true;
+  } catch (err) {
+    state.image = null;
+    // The previous image is no longer the one sentences would run on: take it off screen.
+    const c = $("image-canvas");
+    c.getContext("2d").clearRect(0, 0, c.width, c.height);
+    inputStatus(`Cannot use ${name}: ${err.message}`, "error");
+    readyStatus();
+    return false;
+  } finally {
+    state.busy = false;
+    updateButtons();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segmentation and drawing
+
+async function runSegment() {
+  const text = $("sentence").value.trim();
+  if (!text) {
+    clearResult();
+    inputStatus("The sentence is empty: describe the object to segment, e.g. “the largest white storage tank”.", "error");
+    return;
+  }
+  if (state.busy) return;
+  if (!state.model) {
+    inputStatus("The model is not loaded yet.", "error");
+    return;
+  }
+  if (!state.image) {
+    inputStatus("Choose an image first (a sample below, a file, drop or paste), then the sentence runs on it.", "error");
+    return;
+  }
+  state.busy = true;
+  updateButtons();
+  $("result").dataset.state = "running";
+  inputStatus(`Segmenting “${text}”…`, "busy");
+  try {
+    const r = await state.worker.call("segment", { text });
+    state.result = r;
+    drawMask(r.mask, r.width, r.height);
+    drawHeat(r.heat, r.heatWidth, r.heatHeight);
+    $("heat-range").textContent =
+      r.heatMax > r.heatMin ? `dark ${prob(r.heatMin)} → bright ${prob(r.heatMax)}` : "flat map";
+    const t = r.timings;
+    $("stat-iou").textContent = r.iou.toFixed(3);
+    const pct = ((100 * r.area) / (r.width * r.height)).toFixed(1);
+    $("stat-mask").textContent = `${r.width}×${r.height}, ${r.area} px (${pct} %)`;
+    $("stat-query").textContent =
+      `text ${ms(t.text)}, prompter ${ms(t.prompter)}, decoder ${ms(t.decoder)}, post ${ms(t.post)} — total ${ms(t.total)}`;
+    $("stat-query").dataset.totalMs = String(t.total);
+    const res = $("result");
+    res.dataset.maskWidth = r.width;
+    res.dataset.maskHeight = r.height;
+    res.dataset.maskArea = r.area;
+    res.dataset.state = "done";
+    inputStatus(`“${text}”: predicted IoU ${r.iou.toFixed(3)}.${r.note ? " " + r.note : ""}`, "image");
+  } catch (err) {
+    clearResult();
+    $("result").dataset.state = "error";
+    inputStatus(err.message, "error");
+  } finally {
+    state.busy = false;
+    updateButtons();
+  }
+}
+
+function drawMask(mask, w, h) {
+  const tmp = new OffscreenCanvas(w, h);
+  const ctx = tmp.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  for (let i = 0; i < w * h; i++) {
+    if (mask[i]) {
+      img.data[i * 4] = 255;
+      img.data[i * 4 + 1] = 48;
+      img.data[i * 4 + 2] = 32;
+      img.data[i * 4 + 3] = 255;
+    }
+  }
+  ctx.putImageData(img, 0, 0);
+  const canvas = $("mask-canvas");
+  const out = canvas.getContext("2d");
+  out.clearRect(0, 0, canvas.width, canvas.height);
+  out.imageSmoothingEnabled = false;
+  out.drawImage(tmp, 0, 0, canvas.width, canvas.height);
+}
+
+/** A probability for display: fixed-point when readable, otherwise scientific (1.2e-4). */
+function prob(p) {
+  return p >= 0.01 || p === 0 ? p.toFixed(3) : p.toExponential(1);
+}
+
+/** A small "inferno"-like colour ramp for the heat map. */
+function ramp(v) {
+  const t = v / 255;
+  const r = Math.min(255, Math.round(255 * Math.min(1, 1.6 * t)));
+  const g = Math.round(255 * Math.max(0, Math.min(1, 1.8 * t - 0.6)));
+  const b = Math.round(255 * Math.max(0, Math.min(1, t < 0.4 ? 1.2 * t : 2.4 * t - 1.4)));
+  return [r, g, b];
+}
+
+function drawHeat(heat, w, h) {
+  const canvas = $("heat-canvas");
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  for (let i = 0; i < w * h; i++) {
+    const [r, g, b] = ramp(heat[i]);
+    img.data.set([r, g, b, 255], i * 4);
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+function downloadMask() {
+  const r = state.result;
+  if (!r) return;
+  const c = document.createElement("canvas");
+  c.width = r.width;
+  c.height = r.height;
+  const ctx = c.getContext("2d");
+  const img = ctx.createImageData(r.width, r.height);
+  for (let i = 0; i < r.width * r.height; i++) {
+    const v = r.mask[i];
+    img.data.set([v, v, v, 255], i * 4);
+  }
+  ctx.putImageData(img, 0, 0);
+  c.toBlob((blob) => {
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    const base = (state.image?.name || "image").replace(/\.[^.]+$/, "");
+    a.download = `${base}-mask.png`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }, "image/png");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Samples and example sentences
+
+function setExamples(sentences) {
+  const chips = $("example-chips");
+  chips.replaceChildren();
+  const list = $("examples");
+  list.replaceChildren();
+  for (const s of sentences) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "chip";
+    b.textContent = s;
+    b.addEventListener("click", () => {
+      $("sentence").value = s;
+      runSegment();
+    });
+    chips.append(b);
+    const o = document.createElement("option");
+    o.value = s;
+    list.append(o);
+  }
+}
+
+async function loadSamples() {
+  try {
+    const resp = await fetch("samples/samples.json");
+    const { samples } = await resp.json();
+    const box = $("samples");
+    for (const s of samples) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "sample";
+      b.title = s.title;
+      b.dataset.file = s.file;
+      const img = document.createElement("img");
+      img.src = `samples/${s.file}`;
+      img.alt = s.title;
+      img.loading = "lazy";
+      const label = document.createElement("span");
+      label.className = "sample-label";
+      label.textContent = s.title.replace(/^(Synthetic|Photo): /, "");
+      b.append(img, label);
+      b.addEventListener("click", async () => {
+        const blob = await (await fetch(`samples/${s.file}`)).blob();
+        await takeFile(blob, s.file, s.sentences);
+      });
+      box.append(b);
+    }
+    setExamples(samples[0].sentences);
+  } catch (err) {
+    console.warn("no samples", err);
+    setExamples(["the largest white storage tank", "the first building from the left", "the grey airplane"]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wiring
+
+function wireUi() {
+  const zone = $("drop-zone");
+  zone.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    takeFile(e.dataTransfer.files[0]);
+  });
+  zone.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") $("file-input").click();
+  });
+  document.addEventListener("paste", (e) => {
+    const file = [...(e.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+    if (file) {
+      e.preventDefault();
+      takeFile(file, "pasted image");
+    }
+  });
+  $("file-input").addEventListener("change", (e) => takeFile(e.target.files[0]));
+  $("prompt").addEventListener("submit", (e) => {
+    e.preventDefault();
+    runSegment();
+  });
+  $("opacity").addEventListener("input", (e) => ($("mask-canvas").style.opacity = e.target.value));
+  $("mask-canvas").style.opacity = $("opacity").value;
+  $("download").addEventListener("click", downloadMask);
+  $("backend").addEventListener("change", () => {
+    state.model = null;
+    boot(false).catch((err) => setStatus(`Backend error: ${err.message}`, "error"));
+  });
+  $("model-source").addEventListener("change", (e) => {
+    const v = e.target.value;
+    $("model-url-box").hidden = v !== "url";
+    if (v === "file") $("model-file").click();
+    if (v === "embedded") switchModel({ kind: "embedded", url: EMBEDDED_MODEL });
+    if (v === "synthetic") switchModel({ kind: "synthetic" });
+  });
+  $("model-file").addEventListener("change", async (e) => {
+    const f = e.target.files[0];
+    if (f) switchModel({ kind: "file", name: f.name, bytes: await f.arrayBuffer() });
+  });
+  $("model-url-load").addEventListener("click", () => {
+    const url = $("model-url").value.trim();
+    if (url) switchModel({ kind: "url", url });
+  });
+}
+
+function registerServiceWorker() {
+  if ("serviceWorker" in navigator && location.protocol !== "file:") {
+    navigator.serviceWorker.register("sw.js").catch((err) => console.warn("service worker not registered:", err));
+  }
+}
+
+async function main() {
+  wireUi();
+  const requested = new URLSearchParams(location.search).get("backend");
+  if (requested === "cpu" || requested === "webgpu") $("backend").value = requested;
+  registerServiceWorker();
+  loadSamples();
+  try {
+    await boot(true);
+  } catch (err) {
+    console.error(err);
+    const missing = /HTTP 404/.test(err.message) && (state.modelSource || initialModelSource()).kind === "embedded";
+    setStatus(
+      missing
+        ? "This build has no embedded model (models/nano/nano.rsb). Pick a bundle file or URL, or the synthetic model."
+        : `Failed to start: ${err.message}`,
+      "error",
+    );
+  } finally {
+    updateButtons();
+    document.body.dataset.ready = "1";
+  }
+}
+
+main();
