@@ -9,7 +9,8 @@
 // tools/demo.sh, serves that directory), open the page, wait until the model is loaded,
 // check the backend label, check the empty-sentence message, upload an image, type a sentence,
 // press Enter, wait for the mask, check that it is non-empty and of the image's size, run the
-// sentence again (re-query on the cached encoding), save a screenshot (--encode-again: encode the
+// sentence again (re-query on the cached encoding), correct it with a click and a right click,
+// reset the clicks, save a screenshot (--encode-again: encode the
 // image again, with the kernels compiled). On the first backend it
 // also reloads the page offline (service worker cache). With the embedded model, every synthetic
 // sample of web/samples/samples.json is run with each of its sentences on the CPU backend; the
@@ -194,6 +195,26 @@ async function runBackend(backend, first) {
       return { lo, hi, range: document.getElementById("heat-range").textContent };
     });
     check(heat.hi - heat.lo > 600, `heat map spans dark to bright (${heat.lo}..${heat.hi} of 0..765; ${heat.range})`);
+
+    // Correction clicks: a click on the image re-answers the sentence with it (decoder only), a
+    // right click adds a negative one, and "Reset clicks" answers the sentence without them.
+    const afterClick = async (act) => {
+      await page.evaluate(() => (document.getElementById("result").dataset.state = "empty"));
+      await act();
+      await page.waitForSelector("#result[data-state='done'], #result[data-state='error']", { timeout });
+      return page.evaluate(() => {
+        const el = document.getElementById("result");
+        return { state: el.dataset.state, clicks: Number(el.dataset.clicks), area: Number(el.dataset.maskArea),
+          stat: document.getElementById("stat-clicks").textContent, message: document.getElementById("input-status").textContent };
+      });
+    };
+    const box = await page.$eval("#image-canvas", (c) => { const r = c.getBoundingClientRect(); return { x: r.x, y: r.y, w: r.width, h: r.height }; });
+    const c1 = await afterClick(() => page.mouse.click(box.x + box.w / 2, box.y + box.h / 2));
+    check(c1.state === "done" && c1.clicks === 1 && c1.stat.startsWith("1 on the object"), `a click corrects the answer (${c1.stat}; ${c1.message})`);
+    const c2 = await afterClick(() => page.mouse.click(box.x + box.w / 4, box.y + box.h / 4, { button: "right" }));
+    check(c2.state === "done" && c2.clicks === 2 && c2.stat.includes("1 not"), `a right click adds a click off the object (${c2.stat})`);
+    const c3 = await afterClick(() => page.click("#reset-clicks"));
+    check(c3.state === "done" && c3.clicks === 0 && c3.area === r1.area, `reset clicks gives the sentence's own answer again (${c3.area} px)`);
 
     mkdirSync(shots, { recursive: true });
     await page.screenshot({ path: join(shots, `page-${backend}.png`), fullPage: true });

@@ -14,14 +14,14 @@
 //! | `loadModelUrl` | `{url}` | [`ModelInfo`] with `downloadMs`, `bytes` (and `{type: "progress", id, loaded, total}` messages) |
 //! | `loadSynthetic` | `{seed?}` | [`ModelInfo`] |
 //! | `setImage` | `{bytes: ArrayBuffer}` | [`ImageInfo`] |
-//! | `segment` | [`SegmentRequest`] | [`SegmentResult`] |
+//! | `segment` | [`SegmentRequest`] (`{text, clicks?, box?}`) | [`SegmentResult`] |
 //!
 //! Besides results the worker sends `{type: "panic", message}` (the wasm panicked: the page
 //! restarts the worker), `{type: "ready"}` and `{type: "failed", error}` (the wasm module loaded
 //! or not). Image and bundle bytes travel as typed arrays, not through serde: they are the large
 //! inputs, handed over without a conversion.
 
-use rsrefseg::segmenter::{ImageTimings, QueryTimings, Segmentation};
+use rsrefseg::segmenter::{Click, Corrections, ImageTimings, QueryTimings, Segmentation};
 use serde::{Deserialize, Serialize};
 
 /// A loaded model.
@@ -73,11 +73,35 @@ impl ImageInfo {
     }
 }
 
-/// A sentence to answer on the current image.
+/// A sentence to answer on the current image, with the user's corrections (beyond the paper):
+/// clicks and a box in pixels of the original image. With corrections, the sentence's prompts
+/// of the last request with the same text on this image are reused and only SAM's decoder runs.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SegmentRequest {
     pub text: String,
+    #[serde(default)]
+    pub clicks: Vec<ClickMessage>,
+    /// `[x0, y0, x1, y1]`.
+    #[serde(default, rename = "box")]
+    pub bbox: Option<[f32; 4]>,
+}
+
+/// A click: on the object (`positive`) or not.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct ClickMessage {
+    pub x: f32,
+    pub y: f32,
+    pub positive: bool,
+}
+
+impl SegmentRequest {
+    pub fn corrections(&self) -> Corrections {
+        Corrections {
+            clicks: self.clicks.iter().map(|c| Click { x: c.x, y: c.y, positive: c.positive }).collect(),
+            bbox: self.bbox,
+        }
+    }
 }
 
 /// Milliseconds per stage of a sentence.
@@ -183,6 +207,15 @@ mod tests {
 
         let r: SegmentRequest = serde_json::from_value(json!({"text": "the ship"})).unwrap();
         assert_eq!(r.text, "the ship");
+        assert!(r.corrections().is_empty());
+        let r: SegmentRequest = serde_json::from_value(
+            json!({"text": "the ship", "clicks": [{"x": 3.5, "y": 4.0, "positive": false}], "box": [1.0, 2.0, 30.0, 40.0]}),
+        )
+        .unwrap();
+        let c = r.corrections();
+        assert_eq!(c.clicks, [Click { x: 3.5, y: 4.0, positive: false }]);
+        assert_eq!(c.bbox, Some([1.0, 2.0, 30.0, 40.0]));
+        assert!(serde_json::from_value::<SegmentRequest>(json!({"text": "t", "clicks": [{"x": 1}]})).is_err(), "a click needs x, y, positive");
         assert!(serde_json::from_value::<SegmentRequest>(json!({})).is_err(), "text is required");
 
         let seg = Segmentation {

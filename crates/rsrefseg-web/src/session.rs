@@ -5,7 +5,7 @@ use crate::backend::{init, selected, BackendKind};
 use crate::bundle::load_bundle;
 use crate::js::{error, to_js};
 use crate::messages::ModelInfo;
-use rsrefseg::segmenter::{now_ms, EncodedImage, Segmenter};
+use rsrefseg::segmenter::{now_ms, EncodedImage, Segmenter, SentencePrompts};
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::WebGpu;
 use js_sys::{Function, Promise, Reflect, Uint8Array};
@@ -26,6 +26,12 @@ pub(crate) enum AnyImage {
     Cpu(EncodedImage<crate::CpuBackend>),
 }
 
+/// A sentence's cached prompts on the current image (for corrections: decoder only).
+pub(crate) enum AnyPrompts {
+    Gpu(SentencePrompts<WebGpu>),
+    Cpu(SentencePrompts<crate::CpuBackend>),
+}
+
 pub(crate) struct Loaded {
     pub seg: AnySegmenter,
     pub kind: BackendKind,
@@ -38,6 +44,17 @@ pub(crate) struct Loaded {
 thread_local! {
     static MODEL: RefCell<Option<Rc<Loaded>>> = const { RefCell::new(None) };
     static IMAGE: RefCell<Option<Rc<AnyImage>>> = const { RefCell::new(None) };
+    /// The last sentence answered on IMAGE and its prompts.
+    static PROMPTS: RefCell<Option<(String, Rc<AnyPrompts>)>> = const { RefCell::new(None) };
+}
+
+/// The cached prompts of `text` on the current image, if it was the last sentence answered.
+pub(crate) fn cached_prompts(text: &str) -> Option<Rc<AnyPrompts>> {
+    PROMPTS.with(|p| p.borrow().as_ref().filter(|(t, _)| t == text).map(|(_, p)| p.clone()))
+}
+
+pub(crate) fn set_cached_prompts(text: &str, prompts: AnyPrompts) {
+    PROMPTS.with(|p| *p.borrow_mut() = Some((text.to_string(), Rc::new(prompts))));
 }
 
 pub(crate) fn current_model() -> Result<Rc<Loaded>, JsValue> {
@@ -52,6 +69,7 @@ pub(crate) fn current_image() -> Option<Rc<AnyImage>> {
 
 pub(crate) fn set_current_image(image: Option<AnyImage>) {
     IMAGE.with(|i| *i.borrow_mut() = image.map(Rc::new));
+    PROMPTS.with(|p| p.borrow_mut().take());
 }
 
 /// The backend to load on: the one chosen by `init`, or WebGPU with the CPU fallback.

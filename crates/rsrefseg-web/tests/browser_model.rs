@@ -173,7 +173,7 @@ async fn exported_api_and_its_errors() {
     let e = err_text(rsrefseg_web::segment(request("the ship")).await.unwrap_err());
     assert!(e.contains("no image"), "{e}");
     let e = err_text(rsrefseg_web::segment(JsValue::from_str("the ship")).await.unwrap_err());
-    assert!(e.contains("segment expects {text}"), "{e}");
+    assert!(e.contains("segment expects {text"), "{e}");
     for (bytes, want) in [
         (Vec::new(), "empty"),
         (b"this is not an image".to_vec(), "unrecognised file format"),
@@ -205,4 +205,19 @@ async fn exported_api_and_its_errors() {
     for k in ["text", "prompter", "decoder", "post"] {
         assert!(get(&get(&out, "timings"), k).as_f64().unwrap() >= 0.0);
     }
+
+    // Corrections: clicks and a box re-run the decoder only (text and prompter times 0); clicks
+    // outside the image and boxes without area are refused by name.
+    let corrected = |clicks: &str, bbox: &str| {
+        let o = js_sys::JSON::parse(&format!(r#"{{"text": "the largest storage tank", "clicks": {clicks}, "box": {bbox}}}"#)).unwrap();
+        rsrefseg_web::segment(o)
+    };
+    let out = corrected(r#"[{"x": 16, "y": 12, "positive": true}, {"x": 2, "y": 2, "positive": false}]"#, "[1, 1, 30, 20]").await.unwrap();
+    assert_eq!(js_sys::Uint8Array::from(get(&out, "mask")).length(), 32 * 24);
+    assert_eq!(get(&get(&out, "timings"), "text").as_f64(), Some(0.0));
+    assert_eq!(get(&get(&out, "timings"), "prompter").as_f64(), Some(0.0));
+    let e = err_text(corrected(r#"[{"x": 99, "y": 1, "positive": true}]"#, "null").await.unwrap_err());
+    assert!(e.contains("outside"), "{e}");
+    let e = err_text(corrected("[]", "[5, 5, 2, 2]").await.unwrap_err());
+    assert!(e.contains("no area"), "{e}");
 }
