@@ -146,6 +146,9 @@ async function runBackend(backend, first) {
     await page.waitForSelector("#input-status[data-state='image'], #input-status[data-state='error']", { timeout });
     const imageState = await page.$eval("#input-status", (e) => [e.dataset.state, e.textContent]);
     check(imageState[0] === "image", `image accepted (${imageState[1]})`);
+    const header = await page.$eval("#status", (e) => e.textContent);
+    const imageName = imagePath.split("/").pop();
+    check(header.includes(imageName) && /encoded/.test(header), `the header follows the image (${header})`);
     const encodeMs = Number(await page.$eval("#stat-image", (e) => e.dataset.encodeMs));
 
     // Empty sentence: a clear message, no run.
@@ -218,6 +221,15 @@ async function runBackend(backend, first) {
 
     mkdirSync(shots, { recursive: true });
     await page.screenshot({ path: join(shots, `page-${backend}.png`), fullPage: true });
+    if (backend === "cpu") {
+      // A 1×1 image is taken, with a warning that the model can say little about it.
+      const onePixel = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+      await page.evaluate(() => (document.getElementById("input-status").dataset.state = ""));
+      await page.setInputFiles("#file-input", { name: "tiny.png", mimeType: "image/png", buffer: Buffer.from(onePixel, "base64") });
+      await page.waitForSelector("#input-status[data-state='image'], #input-status[data-state='error']", { timeout });
+      const tiny = await page.$eval("#input-status", (e) => [e.dataset.state, e.textContent]);
+      check(tiny[0] === "image" && /only 1×1 pixels/.test(tiny[1]), `a 1×1 image is taken with a warning (${tiny[1]})`);
+    }
 
     // --encode-again: the same image again, the encode time with every kernel compiled (off by
     // default: ~50 s on SwiftShader).

@@ -4,7 +4,7 @@
 //
 // Signals for page tests:
 //   document.body.dataset.ready = "1"     start-up finished (model loaded or failed)
-//   #status[data-state]                   "loading" | "ready" | "error"
+//   #status[data-state]                   "loading" | "busy" (encoding, with seconds) | "ready" | "error"
 //   #backend-used                         "WebGPU" | "CPU"
 //   #result[data-state]                   "empty" | "running" | "done" | "error";
 //                                         data-mask-width / -height / -area when done,
@@ -325,7 +325,18 @@ async function encodeImage(bytes, name) {
   }
   state.busy = true;
   updateButtons();
-  inputStatus(`Encoding ${name}…`, "busy");
+  // Show the picture at once, and count the seconds: a first encode on WebGPU compiles its
+  // kernels and can take a minute.
+  if (bitmap) drawImage(bitmap);
+  const started = performance.now();
+  const tick = () => {
+    const s = Math.round((performance.now() - started) / 1000);
+    const text = `Encoding ${name}…${s >= 1 ? ` ${s} s` : ""}`;
+    inputStatus(text, "busy");
+    setStatus(text, "busy");
+  };
+  tick();
+  const timer = setInterval(tick, 1000);
   try {
     const r = await state.worker.call("setImage", { bytes: bytes.slice(0) });
     if (!bitmap) {
@@ -342,7 +353,11 @@ async function encodeImage(bytes, name) {
     $("stat-image").textContent =
       `${r.width}×${r.height}: decode ${ms(t.decode)}, pre-process ${ms(t.preprocess)}, encode ${ms(t.encode)}`;
     $("stat-image").dataset.encodeMs = String(t.encode);
-    inputStatus(`${name} (${r.width}×${r.height}) is ready: type a sentence and press Enter.`, "image");
+    // The model sees the image at its input size: a few pixels say little about any object.
+    const tiny = Math.max(r.width, r.height) < 32
+      ? ` It is only ${r.width}×${r.height} pixels: the model enlarges it to its input size, so expect little.`
+      : "";
+    inputStatus(`${name} (${r.width}×${r.height}) is ready: type a sentence and press Enter.${tiny}`, "image");
     readyStatus();
     return true;
   } catch (err) {
@@ -354,6 +369,7 @@ async function encodeImage(bytes, name) {
     readyStatus();
     return false;
   } finally {
+    clearInterval(timer);
     state.busy = false;
     updateButtons();
   }
