@@ -94,6 +94,11 @@ pub struct StageArgs {
     /// alignment).
     #[arg(long)]
     pub tune_siglip_vision: bool,
+    /// Stage 3: answer every expression a second time with one simulated correction click at
+    /// the interior of the first answer's largest error (positive on a miss, negative on a false
+    /// alarm), both answers in the loss: the decoder learns to follow clicks.
+    #[arg(long)]
+    pub correction_clicks: bool,
     /// Seed of the training scene stream (held-out scenes use another stream).
     #[arg(long, default_value_t = 1)]
     pub data_seed: u64,
@@ -230,6 +235,7 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
         data_seed: args.data_seed,
         tune_sam_encoder: args.tune_sam_encoder,
         tune_siglip_vision: args.tune_siglip_vision,
+        correction_clicks: args.correction_clicks,
     };
     let mut runner = StageRunner::new(TrainModel::from_model(model, None, device), stage_config);
     if args.resume {
@@ -259,7 +265,7 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
                     stages::promptable::loss(&model.model.sam, &samples, grid, &mut rng, device)
                 }
                 Stage::Referring => {
-                    stages::referring::loss(model, &config, &tokenizer, &refseg, &samples, runner.config.encoder_tuning(), device)
+                    stages::referring::loss(model, &config, &tokenizer, &refseg, &samples, runner.config.encoder_tuning(), runner.config.correction_clicks, device)
                 }
             }
             .map_err(|e| anyhow!("step {step}: {e}"))?

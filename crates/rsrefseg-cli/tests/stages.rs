@@ -62,6 +62,14 @@ fn three_stages_chain_and_resume() {
         assert!(svg.starts_with("<svg") && svg.contains("optimizer step") && svg.contains(terms[0]));
         assert!(dir.join("checkpoint/state.json").is_file());
     }
+    // Stage 3 with a correction round: the clicked answer is a loss term of its own.
+    let clicked = dir.join("3-clicks");
+    let out = run_stage("referring", &clicked, &["--init", init.to_str().unwrap(), "--siglip-from", siglip.to_str().unwrap(), "--correction-clicks"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = lines(&clicked.join("metrics.jsonl"));
+    let last = log.iter().filter(|l| l["kind"] == "step").last().unwrap();
+    assert!(last["clicked"].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{last}");
+
     // The final model loads and evaluates as a whole (stage 3's output is a full nano model).
     let weights = std::fs::read(refer.join("weights.safetensors")).unwrap();
 

@@ -127,7 +127,8 @@ impl Sentence {
 /// Most clicks one answer takes (each is one more prompt token for the decoder).
 pub const MAX_CLICKS: usize = 32;
 
-/// A click on the image, in pixels of the original image: on the object (`positive`) or not.
+/// A click on the image at a position in the original image's pixel frame (pixel `(i, j)` spans
+/// `[i, i + 1) × [j, j + 1)`): on the object (`positive`) or not.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Click {
     pub x: f32,
@@ -442,14 +443,18 @@ impl<B: Backend> Segmenter<B> {
         let (sx, sy) = (w1 as f32 / w0 as f32, h1 as f32 / h0 as f32);
         let points = (!c.clicks.is_empty()).then(|| {
             let n = c.clicks.len();
-            let coords: Vec<f32> = c.clicks.iter().flat_map(|k| [k.x * sx, k.y * sy]).collect();
+            // Continuous positions to SAM's pixel indices (its encoder adds the half pixel back).
+            let coords: Vec<f32> = c.clicks.iter().flat_map(|k| [k.x * sx - 0.5, k.y * sy - 0.5]).collect();
             let labels: Vec<i64> = c.clicks.iter().map(|k| i64::from(k.positive)).collect();
             PointPrompts {
                 coords: Tensor::from_data(TensorData::new(coords, [1, n, 2]), &self.device),
                 labels: Tensor::from_data(TensorData::new(labels, [1, n]), &self.device),
             }
         });
-        let boxes = c.bbox.map(|[x0, y0, x1, y1]| Tensor::from_data(TensorData::new(vec![x0 * sx, y0 * sy, x1 * sx, y1 * sy], [1, 4]), &self.device));
+        let boxes = c.bbox.map(|[x0, y0, x1, y1]| {
+            let corners = vec![x0 * sx - 0.5, y0 * sy - 0.5, x1 * sx - 0.5, y1 * sy - 0.5];
+            Tensor::from_data(TensorData::new(corners, [1, 4]), &self.device)
+        });
         let previous_mask = match previous {
             None => None,
             Some(p) => {

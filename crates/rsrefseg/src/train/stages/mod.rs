@@ -99,6 +99,10 @@ pub struct StageConfig {
     /// Stage 3: fine-tune SigLIP's vision tower too (see [`referring`]).
     #[serde(default)]
     pub tune_siglip_vision: bool,
+    /// Stage 3: a second answer per expression with one simulated correction click (see
+    /// [`referring`]), so that the decoder learns to follow the page's clicks.
+    #[serde(default)]
+    pub correction_clicks: bool,
 }
 
 impl StageConfig {

@@ -93,6 +93,7 @@ pub fn loss<B: AutodiffBackend>(
     refseg: &RefSegLoss,
     samples: &[StreamSample],
     tune: EncoderTuning,
+    correction_clicks: bool,
     device: &B::Device,
 ) -> Result<StageLoss<B>, String> {
     let mut rows = Vec::new();
@@ -112,6 +113,8 @@ pub fn loss<B: AutodiffBackend>(
     let image = frozen_encoding(model, samples, &rows, tune, device);
     let (ids, mask) = tokens::<B>(tokenizer, config, &sentences, device)?;
     let out = model.model.query(&image, ids, Some(mask), true);
+    // The second answer's prompts: the same sentence prompts, plus one correction click.
+    let second = correction_clicks.then(|| (out.text.clone(), out.prompter.clone()));
     let [n, g2, d] = image.v.dims();
     let g = (g2 as f64).sqrt() as usize;
     let gt = masks::<B>(&targets, size, device);
@@ -120,24 +123,85 @@ pub fn loss<B: AutodiffBackend>(
         gt.clone(),
     );
     let iou = (out.iou.reshape([n]) - reached).powi_scalar(2).mean();
+    let first_logits = out.mask_logits.clone();
     let terms = refseg.forward(
         LossInputs {
             mask_logits: out.mask_logits,
-            gt,
-            t1: out.prompter.t1,
-            t2: out.prompter.t2,
-            v: image.v.swap_dims(1, 2).reshape([n, d, g, g]),
+            gt: gt.clone(),
+            t1: out.prompter.t1.clone(),
+            t2: out.prompter.t2.clone(),
+            v: image.v.clone().swap_dims(1, 2).reshape([n, d, g, g]),
         },
         &model.decode_head,
     );
-    Ok(StageLoss {
-        total: terms.total + iou.clone(),
-        terms: vec![
-            ("bce", terms.bce),
-            ("dice", terms.dice),
-            ("ortho", terms.ortho),
-            ("contrastive", terms.contrastive),
-            ("iou", iou),
-        ],
+    let mut total = terms.total + iou.clone();
+    let mut parts = vec![
+        ("bce", terms.bce),
+        ("dice", terms.dice),
+        ("ortho", terms.ortho),
+        ("contrastive", terms.contrastive),
+        ("iou", iou),
+    ];
+    if let Some((text, prompter)) = second {
+        // SAM's interactive recipe on top of the sentence: a click where the first answer is
+        // most wrong (as `rsrefseg eval --clicks` simulates the user), the decoder run again,
+        // scored with the same mask terms and IoU head.
+        let points = correction_points::<B>(first_logits, &targets, size, device)?;
+        let refinement = crate::model::Refinement { points: Some(points), boxes: None, previous_mask: None };
+        let out2 = model.model.decode_refined(&image, text, prompter, refinement, true);
+        let reached2 = crate::loss::promptable::mask_iou(
+            crate::loss::bce_dice::upsample_logits(out2.mask_logits.clone(), [size, size]),
+            gt.clone(),
+        );
+        let iou2 = (out2.iou.reshape([n]) - reached2).powi_scalar(2).mean();
+        let terms2 = refseg.forward(
+            LossInputs {
+                mask_logits: out2.mask_logits,
+                gt,
+                t1: out2.prompter.t1,
+                t2: out2.prompter.t2,
+                v: image.v.swap_dims(1, 2).reshape([n, d, g, g]),
+            },
+            &model.decode_head,
+        );
+        // Only the mask terms: the prompter's own terms are the first answer's.
+        let clicked = terms2.bce + terms2.dice + iou2;
+        total = total + clicked.clone();
+        parts.push(("clicked", clicked));
+    }
+    Ok(StageLoss { total, terms: parts })
+}
+
+/// One correction click per expression `[n, 1]` at the interior of the largest error of the
+/// first answer (its logits read back, without gradient), in the scene's pixels — the model's
+/// input frame for synthetic scenes. An exact answer gets a padding point (label −1).
+fn correction_points<B: AutodiffBackend>(
+    first_logits: Tensor<B, 4>,
+    targets: &[&[u8]],
+    size: usize,
+    device: &B::Device,
+) -> Result<crate::sam::prompt_encoder::PointPrompts<B>, String> {
+    let n = targets.len();
+    let up = crate::loss::bce_dice::upsample_logits(first_logits.detach(), [size, size]);
+    let logits: Vec<f32> = up.into_data().convert::<f32>().to_vec().map_err(|e| format!("{e:?}"))?;
+    let mut coords = Vec::with_capacity(2 * n);
+    let mut labels = Vec::with_capacity(n);
+    for (k, gt) in targets.iter().enumerate() {
+        let pred: Vec<u8> = logits[k * size * size..(k + 1) * size * size].iter().map(|&z| u8::from(z > 0.0)).collect();
+        match crate::data::clicks::corrective_click(&pred, gt, size, size) {
+            // SAM's encoder adds half a pixel itself: give the pixel's corner.
+            Some(c) => {
+                coords.extend([c.x - 0.5, c.y - 0.5]);
+                labels.push(i64::from(c.positive));
+            }
+            None => {
+                coords.extend([0.0, 0.0]);
+                labels.push(-1);
+            }
+        }
+    }
+    Ok(crate::sam::prompt_encoder::PointPrompts {
+        coords: Tensor::from_data(burn::tensor::TensorData::new(coords, [n, 1, 2]), device),
+        labels: Tensor::from_data(burn::tensor::TensorData::new(labels, [n, 1]), device),
     })
 }
