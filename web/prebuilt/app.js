@@ -4,10 +4,11 @@
 //
 // Signals for page tests:
 //   document.body.dataset.ready = "1"     start-up finished (model loaded or failed)
-//   #status[data-state]                   "loading" | "ready" | "error"
+//   #status[data-state]                   "loading" | "busy" (encoding, with seconds) | "ready" | "error"
 //   #backend-used                         "WebGPU" | "CPU"
 //   #result[data-state]                   "empty" | "running" | "done" | "error";
-//                                         data-mask-width / -height / -area when done
+//                                         data-mask-width / -height / -area when done,
+//                                         data-clicks: the correction clicks of the answer
 //   #input-status[data-state]             "image" once an image is encoded, "error" on bad input
 // URL parameters: ?backend=webgpu|cpu, ?model=embedded|synthetic|<bundle URL>.
 
@@ -28,6 +29,9 @@ const state = {
   image: null, // {bitmap, width, height, name}
   result: null,
   busy: false,
+  // Correction clicks on the current answer (original image pixels) and the sentence they correct.
+  clicks: [],
+  clickText: null,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -132,12 +136,15 @@ function readyStatus() {
  * screen describes an image or sentence other than the current ones. */
 function clearResult() {
   state.result = null;
+  state.clicks = [];
+  state.clickText = null;
   $("result").dataset.state = "empty";
   for (const id of ["mask-canvas", "heat-canvas"]) {
     const c = $(id);
     c.getContext("2d").clearRect(0, 0, c.width, c.height);
   }
-  for (const id of ["stat-iou", "stat-mask", "stat-query"]) $(id).textContent = "–";
+  for (const id of ["stat-iou", "stat-mask", "stat-query", "stat-clicks"]) $(id).textContent = "–";
+  $("result").dataset.clicks = "0";
   $("heat-range").textContent = "–";
   updateButtons();
 }
@@ -149,6 +156,7 @@ function updateButtons() {
   const ready = !!(state.model && state.image && !state.busy);
   $("segment").disabled = !ready;
   $("download").disabled = !state.result;
+  $("reset-clicks").disabled = !state.result || state.clicks.length === 0 || state.busy;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -173,7 +181,7 @@ async function selectBackend(requested) {
   $("version").textContent = version;
   $("backend-used").textContent = backend === "webgpu" ? "WebGPU" : "CPU";
   $("backend-used").dataset.backend = backend;
-  $("stat-backend").textContent = backend === "webgpu" ? "WebGPU" : "CPU (NdArray, single thread)";
+  $("stat-backend").textContent = backend === "webgpu" ? "WebGPU" : "CPU (burn Flex, wasm SIMD128, one thread)";
   if (requested === "webgpu" && backend !== "webgpu") {
     notice("WebGPU is not available in this browser (no adapter), so the model runs on the CPU — slower, but the same results.");
   } else {
@@ -317,7 +325,18 @@ async function encodeImage(bytes, name) {
   }
   state.busy = true;
   updateButtons();
-  inputStatus(`Encoding ${name}…`, "busy");
+  // Show the picture at once, and count the seconds: a first encode on WebGPU compiles its
+  // kernels and can take a minute.
+  if (bitmap) drawImage(bitmap);
+  const started = performance.now();
+  const tick = () => {
+    const s = Math.round((performance.now() - started) / 1000);
+    const text = `Encoding ${name}…${s >= 1 ? ` ${s} s` : ""}`;
+    inputStatus(text, "busy");
+    setStatus(text, "busy");
+  };
+  tick();
+  const timer = setInterval(tick, 1000);
   try {
     const r = await state.worker.call("setImage", { bytes: bytes.slice(0) });
     if (!bitmap) {
@@ -334,7 +353,11 @@ async function encodeImage(bytes, name) {
     $("stat-image").textContent =
       `${r.width}×${r.height}: decode ${ms(t.decode)}, pre-process ${ms(t.preprocess)}, encode ${ms(t.encode)}`;
     $("stat-image").dataset.encodeMs = String(t.encode);
-    inputStatus(`${name} (${r.width}×${r.height}) is ready: type a sentence and press Enter.`, "image");
+    // The model sees the image at its input size: a few pixels say little about any object.
+    const tiny = Math.max(r.width, r.height) < 32
+      ? ` It is only ${r.width}×${r.height} pixels: the model enlarges it to its input size, so expect little.`
+      : "";
+    inputStatus(`${name} (${r.width}×${r.height}) is ready: type a sentence and press Enter.${tiny}`, "image");
     readyStatus();
     return true;
   } catch (err) {
@@ -346,6 +369,7 @@ async function encodeImage(bytes, name) {
     readyStatus();
     return false;
   } finally {
+    clearInterval(timer);
     state.busy = false;
     updateButtons();
   }
@@ -356,6 +380,11 @@ async function encodeImage(bytes, name) {
 
 async function runSegment() {
   const text = $("sentence").value.trim();
+  // Clicks correct the answer to one sentence: a new sentence starts without them.
+  if (text !== state.clickText) {
+    state.clicks = [];
+    state.clickText = null;
+  }
   if (!text) {
     clearResult();
     inputStatus("The sentence is empty: describe the object to segment, e.g. “the largest white storage tank”.", "error");
@@ -373,11 +402,18 @@ async function runSegment() {
   state.busy = true;
   updateButtons();
   $("result").dataset.state = "running";
-  inputStatus(`Segmenting “${text}”…`, "busy");
+  const clicks = state.clicks.slice();
+  inputStatus(clicks.length ? `Correcting “${text}” with ${clicks.length} click(s)…` : `Segmenting “${text}”…`, "busy");
   try {
-    const r = await state.worker.call("segment", { text });
+    const r = await state.worker.call("segment", { text, clicks });
     state.result = r;
+    state.clickText = text;
     drawMask(r.mask, r.width, r.height);
+    drawClicks();
+    $("stat-clicks").textContent = clicks.length
+      ? `${clicks.filter((c) => c.positive).length} on the object, ${clicks.filter((c) => !c.positive).length} not`
+      : "none (click the image to correct)";
+    $("result").dataset.clicks = String(clicks.length);
     drawHeat(r.heat, r.heatWidth, r.heatHeight);
     $("heat-range").textContent =
       r.heatMax > r.heatMin ? `dark ${prob(r.heatMin)} → bright ${prob(r.heatMax)}` : "flat map";
@@ -393,7 +429,8 @@ async function runSegment() {
     res.dataset.maskHeight = r.height;
     res.dataset.maskArea = r.area;
     res.dataset.state = "done";
-    inputStatus(`“${text}”: predicted IoU ${r.iou.toFixed(3)}.${r.note ? " " + r.note : ""}`, "image");
+    const corrected = clicks.length ? ` after ${clicks.length} click(s)` : "";
+    inputStatus(`“${text}”${corrected}: predicted IoU ${r.iou.toFixed(3)}.${r.note ? " " + r.note : ""}`, "image");
   } catch (err) {
     clearResult();
     $("result").dataset.state = "error";
@@ -422,6 +459,39 @@ function drawMask(mask, w, h) {
   out.clearRect(0, 0, canvas.width, canvas.height);
   out.imageSmoothingEnabled = false;
   out.drawImage(tmp, 0, 0, canvas.width, canvas.height);
+}
+
+/** The correction clicks over the mask: green on the object, blue not on it. */
+function drawClicks() {
+  if (!state.image) return;
+  const canvas = $("mask-canvas");
+  const ctx = canvas.getContext("2d");
+  const s = canvas.width / state.image.width;
+  const r = Math.max(4, canvas.width / 80);
+  for (const c of state.clicks) {
+    ctx.beginPath();
+    ctx.arc(c.x * s, c.y * s, r, 0, 2 * Math.PI);
+    ctx.fillStyle = c.positive ? "#28e650" : "#288cff";
+    ctx.strokeStyle = "#fff";
+    ctx.lineWidth = 2;
+    ctx.fill();
+    ctx.stroke();
+  }
+}
+
+/** A click on the image corrects the current answer (beyond the paper): a plain click marks a
+ * point on the object, a right click or shift-click a point that is not; only SAM's decoder runs
+ * again, on the sentence's cached prompts. */
+function addClick(event, positive) {
+  if (!state.result || state.busy || !state.image) return;
+  const canvas = $("image-canvas");
+  const rect = canvas.getBoundingClientRect();
+  const x = ((event.clientX - rect.left) / rect.width) * state.image.width;
+  const y = ((event.clientY - rect.top) / rect.height) * state.image.height;
+  if (!(x >= 0 && y >= 0 && x <= state.image.width && y <= state.image.height)) return;
+  state.clicks.push({ x, y, positive });
+  $("sentence").value = state.clickText ?? $("sentence").value;
+  runSegment();
 }
 
 /** A probability for display: fixed-point when readable, otherwise scientific (1.2e-4). */
@@ -563,6 +633,17 @@ function wireUi() {
   $("opacity").addEventListener("input", (e) => ($("mask-canvas").style.opacity = e.target.value));
   $("mask-canvas").style.opacity = $("opacity").value;
   $("download").addEventListener("click", downloadMask);
+  $("image-canvas").addEventListener("click", (e) => addClick(e, !e.shiftKey));
+  $("image-canvas").addEventListener("contextmenu", (e) => {
+    if (!state.result) return;
+    e.preventDefault();
+    addClick(e, false);
+  });
+  $("reset-clicks").addEventListener("click", () => {
+    state.clicks = [];
+    if (state.clickText) $("sentence").value = state.clickText;
+    runSegment();
+  });
   $("backend").addEventListener("change", () => {
     state.model = null;
     boot(false).catch((err) => setStatus(`Backend error: ${err.message}`, "error"));

@@ -84,13 +84,16 @@ export function modelLoaded() {
 }
 
 /**
- * Answer a [`SegmentRequest`] (`{text}`) on the current image: the object the sentence refers
- * to. Resolves to a [`SegmentResult`]: `mask` a `Uint8Array` of `width × height` (original size,
- * row-major, 0 or 255), `heat` the localization map as a grayscale `Uint8Array` of
- * `heatWidth × heatHeight` (the image as the model saw it: long side = the model's input size)
- * stretched over its own range, whose ends are the probabilities `heatMin` and `heatMax`,
- * `note` a warning or `null`, `iou` SAM's predicted IoU, `timings` ms per stage (`text`,
- * `prompter`, `decoder`, `post`, `total`). Empty or over-long sentences are errors.
+ * Answer a [`SegmentRequest`] (`{text, clicks?, box?}`) on the current image: the object the
+ * sentence refers to, corrected by the clicks and the box when given (pixels of the original
+ * image; with corrections, the prompts of the last request with the same text are reused and
+ * only SAM's decoder runs). Resolves to a [`SegmentResult`]: `mask` a `Uint8Array` of
+ * `width × height` (original size, row-major, 0 or 255), `heat` the localization map as a
+ * grayscale `Uint8Array` of `heatWidth × heatHeight` (the image as the model saw it: long side =
+ * the model's input size) stretched over its own range, whose ends are the probabilities
+ * `heatMin` and `heatMax`, `note` a warning or `null`, `iou` SAM's predicted IoU, `timings` ms
+ * per stage (`text`, `prompter`, `decoder`, `post`, `total`). Empty or over-long sentences,
+ * clicks outside the image and boxes without area are errors.
  * @param {any} request
  * @returns {Promise<any>}
  */
@@ -299,6 +302,10 @@ function __wbg_get_imports() {
         __wbg_dispatchWorkgroups_0cf298d736b85a78: function(arg0, arg1, arg2, arg3) {
             arg0.dispatchWorkgroups(arg1 >>> 0, arg2 >>> 0, arg3 >>> 0);
         },
+        __wbg_done_57e08d0be6e30c02: function(arg0) {
+            const ret = arg0.done;
+            return ret;
+        },
         __wbg_end_fb560a3ae8e3624e: function(arg0) {
             arg0.end();
         },
@@ -358,6 +365,14 @@ function __wbg_get_imports() {
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 1, len1, true);
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
         }, arguments); },
+        __wbg_get_635eea311fa1a291: function() { return handleError(function (arg0, arg1) {
+            const ret = Reflect.get(arg0, arg1);
+            return ret;
+        }, arguments); },
+        __wbg_get_unchecked_e6325ad374eff861: function(arg0, arg1) {
+            const ret = arg0[arg1 >>> 0];
+            return ret;
+        },
         __wbg_get_with_ref_key_fc601247060b7204: function(arg0, arg1) {
             const ret = arg0[arg1];
             return ret;
@@ -468,6 +483,14 @@ function __wbg_get_imports() {
             const ret = result;
             return ret;
         },
+        __wbg_isArray_bcf1376d0d732d08: function(arg0) {
+            const ret = Array.isArray(arg0);
+            return ret;
+        },
+        __wbg_iterator_e4c5e8f68ada7b58: function() {
+            const ret = Symbol.iterator;
+            return ret;
+        },
         __wbg_label_96c880904b1ddc0e: function(arg0, arg1) {
             const ret = arg1.label;
             const ptr1 = passStringToWasm0(ret, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
@@ -476,6 +499,10 @@ function __wbg_get_imports() {
             getDataViewMemory0().setInt32((arg0 >>> 0) + 4 * 0, ptr1, true);
         },
         __wbg_length_186163212ffe79c3: function(arg0) {
+            const ret = arg0.length;
+            return ret;
+        },
+        __wbg_length_b03a0fabb109b1e9: function(arg0) {
             const ret = arg0.length;
             return ret;
         },
@@ -672,6 +699,14 @@ function __wbg_get_imports() {
             const ret = new Uint8Array(arg0, arg1 >>> 0, arg2 >>> 0);
             return ret;
         },
+        __wbg_next_178c1651c11432b3: function(arg0) {
+            const ret = arg0.next;
+            return ret;
+        },
+        __wbg_next_af5ac6a08bb0a717: function() { return handleError(function (arg0) {
+            const ret = arg0.next();
+            return ret;
+        }, arguments); },
         __wbg_now_e7c6795a7f81e10f: function(arg0) {
             const ret = arg0.now();
             return ret;
@@ -976,6 +1011,10 @@ function __wbg_get_imports() {
             const ret = arg0.usage;
             return ret;
         },
+        __wbg_value_e0f328965e184931: function(arg0) {
+            const ret = arg0.value;
+            return ret;
+        },
         __wbg_warn_228ff2257384d295: function(arg0) {
             console.warn(arg0);
         },
@@ -983,12 +1022,12 @@ function __wbg_get_imports() {
             arg0.writeBuffer(arg1, arg2, getArrayU8FromWasm0(arg3, arg4), arg5, arg6);
         }, arguments); },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 6664, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 6673, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__ha74e75590487e2af);
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 6870, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 6879, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
             const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__he7e4a9718eec24ce);
             return ret;
         },
