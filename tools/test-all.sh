@@ -91,7 +91,7 @@ if [ "$SKIP_PAGE" != 1 ]; then
     run_part "page test (playwright)" node tests/page-test.mjs dist --backend webgpu,cpu
     # The committed release page that tools/demo.sh serves: built from these sources, and working.
     run_part "prebuilt page (source hash)" bash tools/page-hash.sh --check
-    run_part "prebuilt page via demo.sh (playwright)" prebuilt_page_test
+    run_part "prebuilt page via demo.sh" prebuilt_page_test
 fi
 
 if [ "${#failed[@]}" != 0 ]; then exit 1; fi
