@@ -239,18 +239,19 @@ fn click_rounds<B: Backend>(
     let prompts = block_on(segmenter.prompts(image, sentence, now_ms()))?;
     let mut corrections = Corrections::default();
     let mut answer = block_on(segmenter.answer(image, &prompts, &corrections, None))?;
+    let rounds = curve.len();
     for (k, acc) in curve.iter_mut().enumerate() {
-        if k > 0 {
-            let pred: Vec<u8> = answer.mask.iter().map(|&m| u8::from(m != 0)).collect();
-            // An exact answer keeps its clicks (none is needed).
-            if let Some(click) = corrective_click(&pred, gt, h, w) {
-                corrections.clicks.push(click);
-            }
-            let previous = (mask_prompt == ClickMaskPrompt::Previous).then_some(&answer);
-            answer = block_on(segmenter.answer(image, &prompts, &corrections, previous))?;
-        }
         let pred: Vec<u8> = answer.mask.iter().map(|&m| u8::from(m != 0)).collect();
         acc.add(&pred, gt, category).map_err(|e| e.to_string())?;
+        if k + 1 == rounds {
+            break;
+        }
+        // An exact answer keeps its clicks (none is needed).
+        if let Some(click) = corrective_click(&pred, gt, h, w) {
+            corrections.clicks.push(click);
+        }
+        let previous = (mask_prompt == ClickMaskPrompt::Previous).then_some(&answer);
+        answer = block_on(segmenter.answer(image, &prompts, &corrections, previous))?;
     }
     Ok(())
 }

@@ -75,8 +75,9 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
     let image = block_on(segmenter.encode(&img, decode_ms)).map_err(anyhow::Error::msg)?;
     let prompts = block_on(segmenter.prompts(&image, &tokens.sentence(), now_ms())).map_err(anyhow::Error::msg)?;
     let first = block_on(segmenter.answer(&image, &prompts, &Corrections::default(), None)).map_err(anyhow::Error::msg)?;
+    let before_corrections = json!({"predicted_iou": first.iou, "mask_pixels": first.area});
     let answer = if corrections.is_empty() {
-        first.clone()
+        first
     } else {
         block_on(segmenter.answer(&image, &prompts, &corrections, None)).map_err(anyhow::Error::msg)?
     };
@@ -108,7 +109,7 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
         "clicks": corrections.clicks.iter().map(|c| json!({"x": c.x, "y": c.y, "positive": c.positive})).collect::<Vec<_>>(),
         "box": corrections.bbox,
         // The sentence's answer before the corrections (equal to the above without any).
-        "before_corrections": {"predicted_iou": first.iou, "mask_pixels": first.area},
+        "before_corrections": before_corrections,
         // What heatmap.png's darkest and brightest colours stand for (probabilities).
         "heat_range": has_heat.then_some([answer.heat_range.0, answer.heat_range.1]),
         "timings_ms": {

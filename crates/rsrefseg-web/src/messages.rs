@@ -44,14 +44,6 @@ pub struct ModelInfo {
     pub bytes: Option<usize>,
 }
 
-/// Milliseconds spent on an image.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct ImageTimes {
-    pub decode: f64,
-    pub preprocess: f64,
-    pub encode: f64,
-}
-
 /// An image set and encoded.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -59,7 +51,8 @@ pub struct ImageInfo {
     pub width: usize,
     pub height: usize,
     pub backend: String,
-    pub timings: ImageTimes,
+    /// `{decode, preprocess, encode}`.
+    pub timings: ImageTimings,
 }
 
 impl ImageInfo {
@@ -68,7 +61,7 @@ impl ImageInfo {
             width,
             height,
             backend: backend.into(),
-            timings: ImageTimes { decode: t.decode, preprocess: t.preprocess, encode: t.encode },
+            timings: *t,
         }
     }
 }

@@ -70,8 +70,8 @@ pub struct Segmenter<B: Backend> {
     pub device: B::Device,
 }
 
-/// Milliseconds spent on an image.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// Milliseconds spent on an image (serialised as the page's `timings` of an image).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ImageTimings {
     /// File → RGB pixels.
     pub decode: f64,

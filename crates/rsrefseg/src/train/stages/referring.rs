@@ -118,12 +118,11 @@ pub fn loss<B: AutodiffBackend>(
     let [n, g2, d] = image.v.dims();
     let g = (g2 as f64).sqrt() as usize;
     let gt = masks::<B>(&targets, size, device);
-    let reached = crate::loss::promptable::mask_iou(
-        crate::loss::bce_dice::upsample_logits(out.mask_logits.clone(), [size, size]),
-        gt.clone(),
-    );
+    // The first answer at the scene's size: scored by the IoU head, and (without gradient) where
+    // the correction click goes.
+    let first = crate::loss::bce_dice::upsample_logits(out.mask_logits.clone(), [size, size]);
+    let reached = crate::loss::promptable::mask_iou(first.clone(), gt.clone());
     let iou = (out.iou.reshape([n]) - reached).powi_scalar(2).mean();
-    let first_logits = out.mask_logits.clone();
     let terms = refseg.forward(
         LossInputs {
             mask_logits: out.mask_logits,
@@ -146,7 +145,7 @@ pub fn loss<B: AutodiffBackend>(
         // SAM's interactive recipe on top of the sentence: a click where the first answer is
         // most wrong (as `rsrefseg eval --clicks` simulates the user), the decoder run again,
         // scored with the same mask terms and IoU head.
-        let points = correction_points::<B>(first_logits, &targets, size, device)?;
+        let points = correction_points::<B>(first, &targets, size, device)?;
         let refinement = crate::model::Refinement { points: Some(points), boxes: None, previous_mask: None };
         let out2 = model.model.decode_refined(&image, text, prompter, refinement, true);
         let reached2 = crate::loss::promptable::mask_iou(
@@ -173,17 +172,17 @@ pub fn loss<B: AutodiffBackend>(
 }
 
 /// One correction click per expression `[n, 1]` at the interior of the largest error of the
-/// first answer (its logits read back, without gradient), in the scene's pixels — the model's
+/// first answer (its logits at the scene's size `[n, 1, size, size]`, read back without
+/// gradient), in the scene's pixels — the model's
 /// input frame for synthetic scenes. An exact answer gets a padding point (label −1).
 fn correction_points<B: AutodiffBackend>(
-    first_logits: Tensor<B, 4>,
+    first: Tensor<B, 4>,
     targets: &[&[u8]],
     size: usize,
     device: &B::Device,
 ) -> Result<crate::sam::prompt_encoder::PointPrompts<B>, String> {
     let n = targets.len();
-    let up = crate::loss::bce_dice::upsample_logits(first_logits.detach(), [size, size]);
-    let logits: Vec<f32> = up.into_data().convert::<f32>().to_vec().map_err(|e| format!("{e:?}"))?;
+    let logits: Vec<f32> = first.detach().into_data().convert::<f32>().to_vec().map_err(|e| format!("{e:?}"))?;
     let mut coords = Vec::with_capacity(2 * n);
     let mut labels = Vec::with_capacity(n);
     for (k, gt) in targets.iter().enumerate() {
