@@ -14,6 +14,7 @@ mod fetch_cmd;
 mod inspect;
 mod model_files;
 mod plots;
+mod scene_cmd;
 mod segment;
 mod stage_cmd;
 mod synth_cmd;
@@ -39,6 +40,11 @@ enum Command {
     Segment(segment::SegmentArgs),
     /// Write the synthetic referring-segmentation benchmark (PNG + JSONL with COCO RLE masks).
     Synth(synth_cmd::SynthArgs),
+    /// Write a large synthetic scene (GeoTIFF, up to 8192²) with referring expressions unique in
+    /// the whole scene and their masks (truth.json), for the tiled whole-scene pipeline.
+    SynthScene(scene_cmd::SynthSceneArgs),
+    /// Evaluate the whole-scene pipeline on a `synth-scene` directory: IoU, time, peak memory.
+    EvalScene(scene_cmd::EvalSceneArgs),
     /// Train on a JSONL dataset (checkpoints, resume, validation, best model, plots).
     Train(train_cmd::TrainArgs),
     /// One stage of the nano model's staged recipe on scenes generated on the fly
@@ -135,6 +141,8 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Segment(args) => segment::run(args),
+        Command::SynthScene(args) => scene_cmd::synth_scene(args),
+        Command::EvalScene(args) => scene_cmd::eval_scene(args),
         Command::Synth(args) => synth_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
         Command::Stage(args) => stage_cmd::run(args),

@@ -3,7 +3,7 @@
 
 use crate::backend::{dispatch, BackendArgs, BackendJob};
 use crate::model_files::{self, ModelArgs, TextArgs};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use rsrefseg::pre::RgbImage;
 use rsrefseg::segmenter::{block_on, now_ms, Click, Corrections, Segmenter};
@@ -16,7 +16,7 @@ use std::time::Instant;
 pub struct SegmentArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Input image (PNG, JPEG, TIFF, BMP or WebP).
+    /// Input image or whole scene (PNG, JPEG, TIFF / GeoTIFF, BMP or WebP).
     #[arg(long)]
     pub image: PathBuf,
     #[command(flatten)]
@@ -29,9 +29,12 @@ pub struct SegmentArgs {
     /// A box `x0,y0,x1,y1` around the object, in image pixels (a correction, as --point).
     #[arg(long = "box", value_name = "X0,Y0,X1,Y1", value_parser = parse_box)]
     pub bbox: Option<[f32; 4]>,
-    /// Where `mask.png`, `overlay.png`, `heatmap.png` and `result.json` are written.
+    /// Where `mask.png`, `overlay.png`, `heatmap.png` and `result.json` are written (a whole
+    /// scene: `mask.tif`, `mask.geojson`, `mask.png`, `overview.png`, `result.json`).
     #[arg(long, default_value = "rsrefseg-out")]
     pub out_dir: PathBuf,
+    #[command(flatten)]
+    pub tiling: crate::scene_cmd::TilingArgs,
     #[command(flatten)]
     pub backend: BackendArgs,
 }
@@ -55,11 +58,17 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
     let start = Instant::now();
     // The image is checked first and the weights last, so that bad inputs fail fast.
     let t = Instant::now();
-    let img = model_files::read_image(&args.image)?;
+    let (img, geo) = crate::scene_cmd::read_scene(&args.image)?;
     let decode_ms = t.elapsed().as_secs_f64() * 1e3;
     let corrections = Corrections { clicks: args.points.clone(), bbox: args.bbox };
     corrections.check((img.height, img.width)).map_err(anyhow::Error::msg)?;
     let config = model_files::load_config(&args.model)?;
+    if let Some(options) = args.tiling.options(config.image_size(), &img, geo.is_some())? {
+        if !corrections.is_empty() {
+            bail!("correction clicks and boxes work on one model input, not on a tiled scene: pass --tiles off");
+        }
+        return segment_scene::<B>(&args, &img, geo.as_ref(), options, &config, decode_ms, start, &device);
+    }
     let tokens = model_files::tokens(&args.text, &args.model, &config)?;
     if let Some(note) = &tokens.note {
         eprintln!("warning: {note}");
@@ -133,6 +142,66 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
     write_atomic(&json_path, serde_json::to_string_pretty(&summary)?.as_bytes())
         .with_context(|| format!("cannot write {}", json_path.display()))?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+/// A scene larger than the model's input, tiled (rsrefseg::whole_scene), with a progress bar.
+#[allow(clippy::too_many_arguments)]
+fn segment_scene<B: Backend>(
+    args: &SegmentArgs,
+    img: &RgbImage,
+    geo: Option<&rsrefseg::whole_scene::geotiff::GeoReference>,
+    options: rsrefseg::whole_scene::SceneOptions,
+    config: &rsrefseg::config::RsRefSegConfig,
+    decode_ms: f64,
+    start: Instant,
+    device: &B::Device,
+) -> Result<()> {
+    let tokens = model_files::tokens(&args.text, &args.model, config)?;
+    if let Some(note) = &tokens.note {
+        eprintln!("warning: {note}");
+    }
+    let _lock = lock_dir(&args.out_dir).map_err(anyhow::Error::msg)?;
+    let model = model_files::load_model::<B>(&args.model, config, device)?;
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    let segmenter = Segmenter::new(model, None, config.image_size(), device.clone());
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} tiles {elapsed}").expect("template").progress_chars("=> "));
+    let mut progress = |e: &rsrefseg::whole_scene::SceneEvent| {
+        bar.set_message(e.phase);
+        bar.set_length(e.total as u64);
+        bar.set_position(e.done as u64);
+    };
+    let seg = block_on(segmenter.segment_scene(img, &tokens.sentence(), &options, &mut progress)).map_err(anyhow::Error::msg)?;
+    bar.finish_and_clear();
+    let sentence = args.text.text.clone().unwrap_or_default();
+    let scene = crate::scene_cmd::write_outputs(&args.out_dir, img, geo, &seg, &sentence)?;
+    let summary = json!({
+        "image": args.image,
+        "size_hw": [img.height, img.width],
+        "text": args.text.text,
+        "token_ids": tokens.ids,
+        "note": seg.note,
+        "mask_pixels": seg.area,
+        "mask_fraction": seg.area as f64 / (img.width * img.height) as f64,
+        "scene": scene,
+        "timings_ms": {
+            "load_model": load_ms,
+            "decode": decode_ms,
+            "text": seg.timings.text,
+            "locate": seg.timings.locate,
+            "answer": seg.timings.answer,
+            "merge": seg.timings.merge,
+            "total": start.elapsed().as_secs_f64() * 1e3,
+        },
+    });
+    let json_path = args.out_dir.join("result.json");
+    write_atomic(&json_path, serde_json::to_string_pretty(&summary)?.as_bytes())
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    // The per-tile list is in result.json; the terminal gets the summary.
+    let mut brief = summary.clone();
+    brief["scene"]["tiles"] = json!(format!("{} tiles (see result.json)", seg.tiles.len()));
+    println!("{}", serde_json::to_string_pretty(&brief)?);
     Ok(())
 }
 

@@ -10,7 +10,9 @@
 //! - [`checkpoint`]: reading safetensors / torch files and the per-format key tables;
 //! - [`host`]: f32 tensors on the host (checkpoint contents, read-back results);
 //! - [`export`]: the single-file (optionally quantised) model bundle of the browser build;
-//! - [`pre`] / [`post`]: image pre-processing per branch and mask post-processing.
+//! - [`pre`] / [`post`]: image pre-processing per branch and mask post-processing;
+//! - [`segmenter`]: the one pipeline from an image file and a sentence to a mask;
+//! - [`whole_scene`]: scenes far larger than the model's input, tiled, with GeoTIFF / GeoJSON.
 //!
 //! Every module is generic over a burn `Backend`; the CLI and the web crate pick one.
 
@@ -30,3 +32,4 @@ pub mod sam;
 pub mod segmenter;
 pub mod synth;
 pub mod train;
+pub mod whole_scene;

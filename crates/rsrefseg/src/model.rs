@@ -88,9 +88,15 @@ impl<B: Backend> RsRefSeg<B> {
     /// # Shapes
     /// - x01: `[b, 3, S, S]` from [`crate::pre::to_x01`] (resized, /255, zero-padded)
     pub fn encode_image(&self, x01: Tensor<B, 4>) -> ImageEncoding<B> {
-        let v = self.siglip.vision_model.forward(clip_pixels(x01.clone(), self.clip_size));
+        let v = self.encode_aligner(x01.clone());
         let sam = self.sam.encode_image(sam_pixels(x01));
         ImageEncoding { v, sam }
+    }
+
+    /// The SigLIP vision tower alone: `v` `[b, g², d1]`, all the prompter needs, e.g. to find
+    /// where in a whole scene a sentence's object lies before SAM encodes anything.
+    pub fn encode_aligner(&self, x01: Tensor<B, 4>) -> Tensor<B, 3> {
+        self.siglip.vision_model.forward(clip_pixels(x01, self.clip_size))
     }
 
     /// Answer sentences about encoded images: text tower, prompter, SAM decoder. A single encoded
@@ -122,8 +128,13 @@ impl<B: Backend> RsRefSeg<B> {
 
     /// Query stage 2: the cascaded prompter (sparse and dense prompts) for every sentence of `text`.
     pub fn prompt(&self, image: &ImageEncoding<B>, text: &SiglipTextOutput<B>) -> PrompterOutput<B> {
+        self.prompt_from(&image.v, text)
+    }
+
+    /// [`Self::prompt`] from SigLIP's image tokens `v` `[1 | b, g², d1]` alone.
+    pub fn prompt_from(&self, v: &Tensor<B, 3>, text: &SiglipTextOutput<B>) -> PrompterOutput<B> {
         let [b, _] = text.t_sent.dims();
-        let v = expand_batch(image.v.clone(), b);
+        let v = expand_batch(v.clone(), b);
         self.prompter.forward(
             v,
             text.t_word.clone(),

@@ -81,7 +81,8 @@ impl RgbImage {
         limits.max_alloc = Some(MAX_DECODE_BYTES);
         reader.limits(limits);
         let img = reader.decode().map_err(|e| ImageError::Decode(e.to_string()))?;
-        let rgb = img.to_rgb8();
+        // `into_rgb8` keeps an RGB8 buffer as it is (a whole scene is never held twice).
+        let rgb = img.into_rgb8();
         Self::new(rgb.height() as usize, rgb.width() as usize, rgb.into_raw())
     }
 }

@@ -244,7 +244,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
 }
 
 /// Wait until `t` has been computed (reads one element).
-async fn fence<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Result<(), String> {
+pub(crate) async fn fence<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Result<(), String> {
     let ranges: [std::ops::Range<usize>; D] = std::array::from_fn(|_| 0..1);
     read(t.clone().slice(ranges)).await.map(|_| ())
 }

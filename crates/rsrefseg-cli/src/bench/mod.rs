@@ -12,6 +12,7 @@
 pub mod anchor;
 pub mod flops;
 pub mod pipeline;
+pub(crate) use pipeline::peak_rss;
 pub mod train_step;
 
 use anyhow::{bail, Context, Result};

@@ -27,7 +27,7 @@ pub struct PipelineArgs<'a> {
 
 
 /// Peak resident memory of this process so far (`VmHWM`, Linux), in bytes.
-fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -373,6 +373,17 @@ fn unique(desc: &Desc, scene: &Scene) -> Option<usize> {
     }
 }
 
+/// True when no object of `scene` could be what `expr` names: it resolves to nothing, or no
+/// object even has the target's category and colour (so an anchor that is missing or not unique
+/// cannot make it ambiguous). What a large scene's other cells must satisfy.
+pub fn names_nothing(expr: &Expr, scene: &Scene) -> bool {
+    let target = match expr {
+        Expr::Simple(d) => d,
+        Expr::Relation { target, .. } | Expr::Between { target, .. } | Expr::BetweenPair { target, .. } => target,
+    };
+    resolve(expr, scene).is_some_and(|v| v.is_empty()) || !scene.objects.iter().any(|o| target.matches(o))
+}
+
 /// Objects an expression denotes under the margin semantics; `None` when the expression's
 /// anchors are not unique or some object sits in a margin zone.
 pub fn resolve(expr: &Expr, scene: &Scene) -> Option<Vec<usize>> {

@@ -9,12 +9,14 @@
 //! - [`objects`]: categories, colour names, sizes and the top-down shapes of each category;
 //! - [`expressions`]: the expression grammar, its semantics evaluated against a scene (each
 //!   expression must pick out exactly its target) and the `simple` / `relational` tag;
+//! - [`large`]: whole scenes (a canvas of many cells) for the tiled pipeline;
 //! - [`writer`]: PNG images plus `{train,val,test}.jsonl` with compressed COCO RLE masks.
 //!
 //! Everything is a pure function of `(seed, scene index)`: scene `i` is the same whatever the
 //! number of scenes requested, and the same seed gives byte-identical files.
 
 pub mod expressions;
+pub mod large;
 pub mod objects;
 pub mod scene;
 pub mod stream;

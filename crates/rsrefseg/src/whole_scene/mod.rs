@@ -1,0 +1,310 @@
+//! Whole remote-sensing scenes (beyond the paper): a sentence answered on a scene far larger
+//! than the model's input, without shrinking the scene to the input size (which would make every
+//! object a few pixels).
+//!
+//! The scene is cut into model-input-sized tiles with overlap ([`grid`]). Two ways to answer:
+//!
+//! - [`TileSelection::All`]: every tile is encoded (SigLIP + SAM) and answered, and the tiles'
+//!   mask logits are blended ([`merge`]);
+//! - [`TileSelection::Localize`] (the default): first a *localization map* of the whole scene —
+//!   SigLIP's vision tower and the prompter's dense prompt on every tile, no SAM — scores each
+//!   tile by the sentence's best match in it; then only the best tiles are encoded by SAM and
+//!   answered. A referring expression names one object, so most of the scene needs no SAM at all.
+//!
+//! Memory stays bounded: the scene is held once (RGB, 3 bytes a pixel), the mask once (1 byte a
+//! pixel), the merger's band of `width × tile` sums, and one tile's tensors at a time.
+//!
+//! GeoTIFF scenes keep their georeferencing ([`geotiff`]); the mask is written as a GeoTIFF with
+//! the scene's tags and as GeoJSON polygons in the scene's coordinate system ([`polygons`]).
+
+pub mod geotiff;
+pub mod grid;
+pub mod merge;
+pub mod polygons;
+
+use crate::post::logits_at_original_size;
+use crate::pre::{to_x01, Geometry, RgbImage};
+use crate::segmenter::{fence, now_ms, read, Segmenter, Sentence};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use grid::{Tile, TileGrid};
+use merge::BandMerger;
+use serde::Serialize;
+
+/// Largest accepted scene file: a scene's pixels are limited by [`crate::pre`] (67 MP); an
+/// uncompressed 8192² RGB GeoTIFF is 192 MiB, a 16-bit four-band one 512 MiB.
+pub const MAX_SCENE_FILE_BYTES: usize = 768 * 1024 * 1024;
+
+/// Decode a scene file: a GeoTIFF (or plain TIFF) keeps its georeferencing; any other format
+/// the pipeline reads has none. Limits as [`crate::segmenter::decode_image`], but for the file
+/// size ([`MAX_SCENE_FILE_BYTES`]).
+pub fn decode_scene(bytes: &[u8]) -> Result<(RgbImage, Option<geotiff::GeoReference>), String> {
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
+    if bytes.len() > MAX_SCENE_FILE_BYTES {
+        return Err(format!(
+            "the file is {:.1} MB; the largest accepted scene file is {} MB",
+            bytes.len() as f64 / (1024.0 * 1024.0),
+            MAX_SCENE_FILE_BYTES >> 20
+        ));
+    }
+    if geotiff::is_tiff(bytes) {
+        return geotiff::decode_geotiff(bytes);
+    }
+    RgbImage::decode(bytes).map(|img| (img, None)).map_err(|e| e.to_string())
+}
+
+/// Which tiles SAM answers.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum TileSelection {
+    /// Every tile.
+    All,
+    /// The tiles where the localization map peaks: the best one, and others whose score is
+    /// within `margin` (logits) of it, at most `max_tiles`.
+    Localize { max_tiles: usize, margin: f32 },
+}
+
+impl Default for TileSelection {
+    fn default() -> Self {
+        TileSelection::Localize { max_tiles: 4, margin: 1.0 }
+    }
+}
+
+/// How a scene is tiled and answered.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SceneOptions {
+    /// Tile side in scene pixels (each tile is resized to the model's input when they differ).
+    pub tile: usize,
+    /// Pixels shared by neighbouring tiles.
+    pub overlap: usize,
+    pub selection: TileSelection,
+}
+
+impl SceneOptions {
+    /// Tiles of the model's input size with a quarter of overlap, localized first.
+    pub fn for_input(image_size: usize) -> Self {
+        SceneOptions { tile: image_size, overlap: image_size / 4, selection: TileSelection::default() }
+    }
+}
+
+/// What happened on one tile.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TileReport {
+    pub row: usize,
+    pub col: usize,
+    pub x0: usize,
+    pub y0: usize,
+    pub width: usize,
+    pub height: usize,
+    /// The localization score: the dense prompt's highest logit in the tile (localize only).
+    pub score: Option<f32>,
+    /// SAM answered this tile.
+    pub answered: bool,
+    pub predicted_iou: Option<f32>,
+    pub object_score_logit: Option<f32>,
+    /// Pixels of the tile's own answer (before merging).
+    pub mask_pixels: usize,
+}
+
+impl TileReport {
+    fn new(t: &Tile) -> Self {
+        TileReport {
+            row: t.row,
+            col: t.col,
+            x0: t.x0,
+            y0: t.y0,
+            width: t.width,
+            height: t.height,
+            score: None,
+            answered: false,
+            predicted_iou: None,
+            object_score_logit: None,
+            mask_pixels: 0,
+        }
+    }
+}
+
+/// Progress of a scene, reported after every tile.
+#[derive(Clone, Debug, Serialize)]
+pub struct SceneEvent<'a> {
+    /// `"locate"` (the localization map) or `"answer"` (SAM).
+    pub phase: &'static str,
+    /// Tiles of this phase done, and to do.
+    pub done: usize,
+    pub total: usize,
+    pub tile: &'a TileReport,
+}
+
+/// Milliseconds of a scene.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct SceneTimings {
+    pub text: f64,
+    /// The localization map (SigLIP vision + prompter on every tile).
+    pub locate: f64,
+    /// SAM on the chosen tiles (SigLIP, Hiera, prompter, decoder, logits up-sampled).
+    pub answer: f64,
+    /// Blending the tiles' logits into the scene mask.
+    pub merge: f64,
+    pub total: f64,
+}
+
+/// The answer on a whole scene.
+#[derive(Clone, Debug)]
+pub struct SceneSegmentation {
+    pub width: usize,
+    pub height: usize,
+    /// `height × width`, 255 = object.
+    pub mask: Vec<u8>,
+    pub area: usize,
+    pub rows: usize,
+    pub cols: usize,
+    /// Every tile, row by row.
+    pub tiles: Vec<TileReport>,
+    pub options: SceneOptions,
+    pub note: Option<String>,
+    pub timings: SceneTimings,
+    /// Bytes held by the merger (band and mask), for the memory report.
+    pub merger_bytes: usize,
+}
+
+/// The pixels of `tile` cut out of `img`.
+fn crop(img: &RgbImage, t: &Tile) -> RgbImage {
+    let mut data = Vec::with_capacity(t.width * t.height * 3);
+    for y in t.y0..t.y0 + t.height {
+        let start = (y * img.width + t.x0) * 3;
+        data.extend_from_slice(&img.data[start..start + t.width * 3]);
+    }
+    RgbImage { height: t.height, width: t.width, data }
+}
+
+/// A tile's localization score: the highest dense-prompt logit `[1, 1, m, m]` over the part of
+/// the padded input that shows the tile.
+fn dense_score<B: Backend>(dense: Tensor<B, 4>, g: Geometry) -> Tensor<B, 1> {
+    let m = dense.dims()[3];
+    let (h1, w1) = g.resized;
+    let (mh, mw) = ((h1 * m).div_ceil(g.padded), (w1 * m).div_ceil(g.padded));
+    dense.slice([0..1, 0..1, 0..mh.clamp(1, m), 0..mw.clamp(1, m)]).max()
+}
+
+/// Tiles to answer: the best-scoring tile and those within `margin` of it, at most `max_tiles`,
+/// in row-major order (the merger's order).
+fn choose(reports: &[TileReport], max_tiles: usize, margin: f32) -> Vec<usize> {
+    let mut ranked: Vec<(usize, f32)> = reports.iter().enumerate().filter_map(|(i, r)| r.score.map(|s| (i, s))).collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let best = ranked.first().map_or(f32::NEG_INFINITY, |r| r.1);
+    let mut chosen: Vec<usize> = ranked.iter().take(max_tiles.max(1)).filter(|r| r.1 >= best - margin).map(|r| r.0).collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+impl<B: Backend> Segmenter<B> {
+    /// Answer `sentence` on a whole scene, tile by tile, reporting progress after every tile.
+    pub async fn segment_scene(
+        &self,
+        img: &RgbImage,
+        sentence: &Sentence,
+        options: &SceneOptions,
+        progress: &mut dyn FnMut(&SceneEvent),
+    ) -> Result<SceneSegmentation, String> {
+        let t0 = now_ms();
+        let grid = TileGrid::new(img.width, img.height, options.tile, options.overlap)?;
+        let tiles = grid.tiles();
+        let mut reports: Vec<TileReport> = tiles.iter().map(TileReport::new).collect();
+        // The text tower does not see the image: once for the whole scene.
+        let (text, note) = self.encode_sentence(sentence);
+        fence(&text.t_sent).await?;
+        let t1 = now_ms();
+
+        let chosen: Vec<usize> = match options.selection {
+            TileSelection::All => (0..tiles.len()).collect(),
+            TileSelection::Localize { max_tiles, margin } => {
+                for (i, t) in tiles.iter().enumerate() {
+                    let (x01, g) = to_x01::<B>(&crop(img, t), self.image_size, &self.device);
+                    let v = self.model.encode_aligner(x01);
+                    let prompts = self.model.prompt_from(&v, &text);
+                    let dense = prompts.dense.ok_or("this model has no dense prompt, so it cannot localize: answer every tile")?;
+                    let score = read(dense_score(dense, g)).await?[0];
+                    reports[i].score = Some(score);
+                    progress(&SceneEvent { phase: "locate", done: i + 1, total: tiles.len(), tile: &reports[i] });
+                }
+                choose(&reports, max_tiles, margin)
+            }
+        };
+        let t2 = now_ms();
+
+        let mut merger = BandMerger::new(img.width, img.height, grid.tile.min(img.height));
+        let mut merge_ms = 0.0;
+        for (k, &i) in chosen.iter().enumerate() {
+            let t = &tiles[i];
+            let (x01, g) = to_x01::<B>(&crop(img, t), self.image_size, &self.device);
+            let encoding = self.model.encode_image(x01);
+            let prompter = self.model.prompt(&encoding, &text);
+            if reports[i].score.is_none() {
+                if let Some(dense) = &prompter.dense {
+                    reports[i].score = Some(read(dense_score(dense.clone(), g)).await?[0]);
+                }
+            }
+            let out = self.model.decode(&encoding, text.clone(), prompter, false);
+            let logits = read(logits_at_original_size(out.mask_logits.clone(), g)).await?;
+            let r = &mut reports[i];
+            r.answered = true;
+            r.predicted_iou = Some(read(out.iou).await?[0]);
+            r.object_score_logit = Some(read(out.decoder.object_score_logits).await?[0]);
+            r.mask_pixels = logits.iter().filter(|&&l| l > 0.0).count();
+            let tm = now_ms();
+            // Rows above this tile row's first row are final once its tiles arrive.
+            merger.finish_until(t.y0);
+            let (wx, wy) = (grid.weights(t.width), grid.weights(t.height));
+            merger.add(t.x0, t.y0, t.width, t.height, &logits, &wx, &wy)?;
+            merge_ms += now_ms() - tm;
+            progress(&SceneEvent { phase: "answer", done: k + 1, total: chosen.len(), tile: &reports[i] });
+        }
+        let tm = now_ms();
+        let merger_bytes = merger.bytes();
+        let mask = merger.finish();
+        merge_ms += now_ms() - tm;
+        let t3 = now_ms();
+        let area = mask.iter().filter(|&&m| m != 0).count();
+        Ok(SceneSegmentation {
+            width: img.width,
+            height: img.height,
+            mask,
+            area,
+            rows: grid.rows(),
+            cols: grid.cols(),
+            tiles: reports,
+            options: *options,
+            note,
+            timings: SceneTimings { text: t1 - t0, locate: t2 - t1, answer: t3 - t2 - merge_ms, merge: merge_ms, total: t3 - t0 },
+            merger_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(score: f32) -> TileReport {
+        let t = Tile { row: 0, col: 0, x0: 0, y0: 0, width: 1, height: 1 };
+        TileReport { score: Some(score), ..TileReport::new(&t) }
+    }
+
+    #[test]
+    fn the_best_tiles_are_chosen_in_scene_order() {
+        let r: Vec<TileReport> = [0.0, 5.0, 4.5, -3.0, 4.8, 3.0].into_iter().map(report).collect();
+        assert_eq!(choose(&r, 4, 1.0), vec![1, 2, 4]);
+        assert_eq!(choose(&r, 2, 1.0), vec![1, 4]);
+        assert_eq!(choose(&r, 4, 0.0), vec![1]);
+    }
+
+    #[test]
+    fn crops_cut_the_right_pixels() {
+        let data: Vec<u8> = (0..4 * 3 * 3).map(|i| i as u8).collect();
+        let img = RgbImage { height: 3, width: 4, data };
+        let c = crop(&img, &Tile { row: 0, col: 0, x0: 1, y0: 1, width: 2, height: 2 });
+        assert_eq!(c.data, vec![15, 16, 17, 18, 19, 20, 27, 28, 29, 30, 31, 32]);
+    }
+}
