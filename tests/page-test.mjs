@@ -28,6 +28,7 @@ import { chromium } from "playwright-core";
 import { createServer } from "node:http";
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { execFileSync } from "node:child_process";
 import { join, extname, resolve, normalize } from "node:path";
 
 const args = process.argv.slice(2);
@@ -62,6 +63,7 @@ const TYPES = {
   ".png": "image/png",
   ".jpg": "image/jpeg",
   ".rsb": "application/octet-stream",
+  ".tif": "image/tiff",
 };
 const server = createServer((req, res) => {
   const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^(\.\.[/\\])+/, "");
@@ -393,8 +395,71 @@ async function checkFallback() {
   }
 }
 
+/** A whole scene (a generated 1024² GeoTIFF, `rsrefseg synth-scene`) on the CPU backend: the
+ * page takes it as a scene (tiles, preview of a TIFF the browser cannot show), reports the tiles'
+ * progress, answers the sentence on it, offers the GeoTIFF and GeoJSON, and zooms. */
+async function checkScene() {
+  console.log("page-test: whole scene (GeoTIFF, CPU)");
+  const dir = join(shots, "scene");
+  execFileSync("cargo", ["run", "-q", "-p", "rsrefseg-cli", "--", "synth-scene", "--out", dir, "--cells", "4", "--targets", "1", "--seed", "4"], {
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const truth = JSON.parse(readFileSync(join(dir, "truth.json"), "utf8"));
+  const page = await context.newPage();
+  const logs = [];
+  page.on("console", (m) => logs.push(`[${m.type()}] ${m.text()}`));
+  try {
+    await page.goto(`${base}?backend=cpu&model=${model}`);
+    await page.waitForSelector("body[data-ready='1']", { timeout });
+    await page.setInputFiles("#file-input", join(dir, "scene.tif"));
+    await page.waitForSelector("#input-status[data-state='image'], #input-status[data-state='error']", { timeout });
+    const msg = await page.$eval("#input-status", (e) => [e.dataset.state, e.textContent]);
+    check(msg[0] === "image" && /whole scene/.test(msg[1]) && /25 tiles/.test(msg[1]), `a GeoTIFF is taken as a whole scene (${msg[1]})`);
+    const stat = await page.$eval("#stat-image", (e) => e.textContent);
+    check(/EPSG:32633/.test(stat), `the scene's coordinate system is shown (${stat})`);
+    // The preview replaced the gray placeholder (the browser cannot decode TIFF).
+    const spread = await page.$eval("#image-canvas", (c) => {
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let lo = 255, hi = 0;
+      for (let i = 0; i < d.length; i += 4 * 97) { lo = Math.min(lo, d[i + 1]); hi = Math.max(hi, d[i + 1]); }
+      return hi - lo;
+    });
+    check(spread > 40, `the scene is shown from the worker's preview (green spread ${spread})`);
+    const progress = [];
+    await page.exposeFunction("recordStatus", (t) => progress.push(t));
+    await page.evaluate(() => new MutationObserver(() => window.recordStatus(document.getElementById("input-status").textContent))
+      .observe(document.getElementById("input-status"), { childList: true, characterData: true, subtree: true }));
+    await page.fill("#sentence", truth.targets[0].sentence);
+    await page.press("#sentence", "Enter");
+    await page.waitForSelector("#result[data-state='done'], #result[data-state='error']", { timeout });
+    const r = await page.evaluate(() => {
+      const el = document.getElementById("result");
+      return { state: el.dataset.state, w: Number(el.dataset.maskWidth), tiles: Number(el.dataset.tilesAnswered),
+        tiff: !document.getElementById("download-tiff").disabled, json: !document.getElementById("download-geojson").disabled,
+        query: document.getElementById("stat-query").textContent, message: document.getElementById("input-status").textContent };
+    });
+    check(r.state === "done" && r.w === 1024 && r.tiles >= 1 && r.tiles <= 4, `the sentence is answered on the scene (${r.tiles} tiles; ${r.query})`);
+    check(progress.some((t) => /Localizing tile \d+ of 25/.test(t)) && progress.some((t) => /SAM answering tile/.test(t)),
+      `the tiles' progress is reported (${progress.length} updates)`);
+    check(r.tiff && r.json, "GeoTIFF and GeoJSON downloads are offered");
+    const box = await page.$eval("#viewport", (c) => { const b = c.getBoundingClientRect(); return { x: b.x + b.width / 2, y: b.y + b.height / 2 }; });
+    await page.mouse.move(box.x, box.y);
+    await page.mouse.wheel(0, -600);
+    const zoom = Number(await page.$eval("#canvas-stack", (e) => e.dataset.zoom));
+    check(zoom > 1.5, `scrolling zooms the scene (×${zoom.toFixed(2)})`);
+    await page.screenshot({ path: join(shots, "page-scene.png"), fullPage: true });
+  } catch (err) {
+    failed++;
+    console.log(`  FAILED: ${err.message}`);
+    console.log(logs.slice(-30).join("\n"));
+  } finally {
+    await page.close();
+  }
+}
+
 try {
   for (const [i, b] of backends.entries()) await runBackend(b, i === 0);
+  if (backends.includes("cpu") && !args.includes("--no-scene-check")) await checkScene();
   if (embedded && !args.includes("--no-sample-check")) await checkSamples();
   if (!args.includes("--no-fallback-check")) await checkFallback();
 } finally {

@@ -12,7 +12,7 @@ use rsrefseg::segmenter::{block_on, Segmenter};
 use rsrefseg::synth::large::{generate_large_scene, MAX_CELLS};
 use rsrefseg::train::checkpoint_io::{lock_dir, write_atomic};
 use rsrefseg::whole_scene::geotiff::{encode_mask_geotiff, encode_rgb_geotiff, GeoReference};
-use rsrefseg::whole_scene::{decode_scene, polygons, SceneOptions, SceneSegmentation, TileSelection, MAX_SCENE_FILE_BYTES};
+use rsrefseg::whole_scene::{decode_scene, polygons, wants_tiling, SceneOptions, SceneSegmentation, TileSelection, MAX_SCENE_FILE_BYTES};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -53,10 +53,9 @@ pub struct TilingArgs {
 impl TilingArgs {
     /// The scene options, or `None` when the image is answered whole.
     pub fn options(&self, image_size: usize, img: &RgbImage, georeferenced: bool) -> Result<Option<SceneOptions>> {
-        let large = img.width.max(img.height) > 4 * image_size;
         let selection = match self.tiles {
             Tiling::Off => return Ok(None),
-            Tiling::Auto if !large && !georeferenced => return Ok(None),
+            Tiling::Auto if !wants_tiling(img.width, img.height, image_size, georeferenced) => return Ok(None),
             Tiling::All => TileSelection::All,
             Tiling::Auto | Tiling::Localize => {
                 if !(1..=4096).contains(&self.max_tiles) || !self.margin.is_finite() || self.margin < 0.0 {
@@ -290,11 +289,13 @@ impl BackendJob for EvalScene {
     }
 }
 
-/// IoU of a scene mask with a target given on its box.
-fn iou(mask: &[u8], width: usize, t: &TruthTarget) -> Result<(f64, usize)> {
+/// IoU of a scene mask with a target given on its box, over the window `[wx0, wy0, wx1, wy1]`
+/// of the scene (the whole scene, or one tile), and the mask's pixels in that window.
+fn iou(mask: &[u8], width: usize, t: &TruthTarget, window: [usize; 4]) -> Result<(f64, usize)> {
     let [x0, y0, x1, y1] = t.bbox;
     let truth = Rle::from_string(&t.counts, y1 - y0, x1 - x0).map_err(|e| anyhow!("truth of {:?}: {e}", t.sentence))?.decode();
-    let pred: usize = mask.iter().filter(|&&m| m != 0).count();
+    let [wx0, wy0, wx1, wy1] = window;
+    let pred: usize = (wy0..wy1).map(|y| mask[y * width + wx0..y * width + wx1].iter().filter(|&&m| m != 0).count()).sum();
     let (mut inter, mut area) = (0usize, 0usize);
     for y in y0..y1 {
         for x in x0..x1 {
@@ -324,28 +325,40 @@ fn eval<B: Backend>(args: EvalSceneArgs, device: &B::Device) -> Result<()> {
     let model = model_files::load_model::<B>(&args.model, &config, device)?;
     let segmenter = Segmenter::new(model, None, config.image_size(), device.clone());
     let mut rows = Vec::new();
-    let (mut sum_iou, mut inter_sum_hits) = (0.0, 0usize);
+    let (mut sum_iou, mut inter_sum_hits, mut sum_tile_iou) = (0.0, 0usize, 0.0);
     for target in &truth.targets {
         let text = TextArgs { text: Some(target.sentence.clone()), token_ids: None };
         let tokens = model_files::tokens(&text, &args.model, &config)?;
         let seg = block_on(segmenter.segment_scene(&img, &tokens.sentence(), &options, &mut |_| {})).map_err(anyhow::Error::msg)?;
-        let (v, pred) = iou(&seg.mask, seg.width, target)?;
+        let (v, pred) = iou(&seg.mask, seg.width, target, [0, 0, seg.width, seg.height])?;
         sum_iou += v;
         inter_sum_hits += (v >= 0.5) as usize;
-        // Did SAM answer a tile that holds the whole referent?
+        // Did SAM answer a tile that holds the whole referent? And how good is the answer inside
+        // that tile (segmentation at full resolution, localization aside)?
         let [x0, y0, x1, y1] = target.bbox;
-        let found = seg.tiles.iter().any(|t| t.answered && t.x0 <= x0 && t.y0 <= y0 && t.x0 + t.width >= x1 && t.y0 + t.height >= y1);
+        let holds = |t: &&rsrefseg::whole_scene::TileReport| t.x0 <= x0 && t.y0 <= y0 && t.x0 + t.width >= x1 && t.y0 + t.height >= y1;
+        let referent_tile = seg.tiles.iter().filter(holds).find(|t| t.answered);
+        let found = referent_tile.is_some();
+        let tile_iou = match referent_tile {
+            Some(t) => Some(iou(&seg.mask, seg.width, target, [t.x0, t.y0, t.x0 + t.width, t.y0 + t.height])?.0),
+            None => None,
+        };
+        if let Some(t) = tile_iou {
+            sum_tile_iou += t;
+        }
         println!(
-            "{:<58} IoU {:.3}  mask {:>6} px  tiles {:>4}  referent's tile answered {}  {:.1} s",
+            "{:<58} IoU {:.3}  mask {:>6} px  tiles {:>4}  referent's tile answered {} (IoU inside it {})  {:.1} s",
             target.sentence,
             v,
             pred,
             seg.tiles.iter().filter(|t| t.answered).count(),
             if found { "yes" } else { "no " },
+            tile_iou.map_or("–".into(), |t| format!("{t:.3}")),
             seg.timings.total / 1e3
         );
         rows.push(json!({
             "sentence": target.sentence, "kind": target.kind, "iou": v, "mask_pixels": pred, "referent_tile_answered": found,
+            "iou_inside_referent_tile": tile_iou,
             "tiles_answered": seg.tiles.iter().filter(|t| t.answered).count(), "timings_ms": seg.timings,
         }));
     }
@@ -354,7 +367,7 @@ fn eval<B: Backend>(args: EvalSceneArgs, device: &B::Device) -> Result<()> {
     let found = rows.iter().filter(|r| r["referent_tile_answered"] == true).count();
     let peak = crate::bench::peak_rss();
     println!(
-        "{}×{} scene, {} sentences, tiles {:?}: gIoU {:.1}, Pr@0.5 {:.1}, referent's tile answered {}/{}, {:.1} s per sentence, peak RSS {}",
+        "{}×{} scene, {} sentences, tiles {:?}: gIoU {:.1}, Pr@0.5 {:.1}, referent's tile answered {}/{} (mean IoU inside it {}), {:.1} s per sentence, peak RSS {}",
         img.width,
         img.height,
         truth.targets.len(),
@@ -363,13 +376,15 @@ fn eval<B: Backend>(args: EvalSceneArgs, device: &B::Device) -> Result<()> {
         100.0 * inter_sum_hits as f64 / n,
         found,
         truth.targets.len(),
+        if found > 0 { format!("{:.1}", 100.0 * sum_tile_iou / found as f64) } else { "–".into() },
         total_s / n,
         peak.map_or("n/a".into(), |b| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64))
     );
     if let Some(path) = &args.json {
         let summary = json!({
             "scene": [img.width, img.height], "decode_ms": decode_ms, "options": options, "giou": sum_iou / n,
-            "pr50": inter_sum_hits as f64 / n, "referent_tile_answered": found, "seconds_per_sentence": total_s / n,
+            "pr50": inter_sum_hits as f64 / n, "referent_tile_answered": found,
+            "mean_iou_inside_referent_tile": (found > 0).then(|| sum_tile_iou / found as f64), "seconds_per_sentence": total_s / n,
             "peak_rss_bytes": peak, "samples": rows,
         });
         write_atomic(path, serde_json::to_string_pretty(&summary)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;

@@ -2,24 +2,65 @@
 //! and `segment` (mask, heat map, predicted IoU, timings).
 
 use crate::js::{error, from_js, to_js};
-use crate::messages::{ImageInfo, SegmentRequest, SegmentResult};
+use crate::messages::{ImageInfo, SceneInfo, SceneProgress, SegmentRequest, SegmentResult};
 use crate::session::{cached_prompts, current_image, current_model, set_cached_prompts, set_current_image, AnyImage, AnyPrompts, AnySegmenter};
 use burn::tensor::backend::Backend;
-use rsrefseg::segmenter::{decode_image, now_ms, Corrections, EncodedImage, Segmentation, Segmenter, SentencePrompts};
+use js_sys::Function;
+use rsrefseg::pre::RgbImage;
+use rsrefseg::segmenter::{now_ms, Corrections, EncodedImage, ImageTimings, Segmentation, Segmenter, SentencePrompts};
+use rsrefseg::whole_scene::geotiff::encode_mask_geotiff;
+use rsrefseg::whole_scene::grid::TileGrid;
+use rsrefseg::whole_scene::{decode_scene, polygons, reduce, wants_tiling, SceneEvent, SceneOptions, SceneSegmentation};
 use wasm_bindgen::prelude::*;
 
-/// Decode an image file (PNG, JPEG, TIFF, BMP, WebP; at most 40 MB, 16384 px a side), pre-process
-/// it on the host and encode it once with the loaded model; later `segment` calls reuse the
-/// encoding. Resolves to an [`ImageInfo`] (`{width, height, backend, timings: {decode,
-/// preprocess, encode}}`, ms).
+/// Largest image or scene file the page takes: an uncompressed 8192² RGB GeoTIFF (192 MiB) fits;
+/// the file is copied into the worker and the wasm memory, so it is held two or three times.
+pub const MAX_PAGE_FILE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Long side of a scene's preview.
+const PREVIEW_SIDE: usize = 2048;
+
+/// Decode an image file (PNG, JPEG, TIFF / GeoTIFF, BMP, WebP; at most 16384 px a side and 67
+/// megapixels), pre-process it on the host and encode it once with the loaded model; later
+/// `segment` calls reuse the encoding. A whole scene (a GeoTIFF, or an image more than 4× the
+/// model's input a side) is not encoded now: each sentence tiles it (`scene` in the result).
+/// Resolves to an [`ImageInfo`] (`{width, height, backend, timings: {decode, preprocess,
+/// encode}, scene?}`, ms).
 #[wasm_bindgen(js_name = setImage)]
 pub async fn set_image(file: Vec<u8>) -> Result<JsValue, JsValue> {
     let model = current_model()?;
     set_current_image(None);
+    if file.len() > MAX_PAGE_FILE_BYTES {
+        return Err(error(format!(
+            "the file is {:.1} MB; the largest accepted image file is {} MB",
+            file.len() as f64 / 1048576.0,
+            MAX_PAGE_FILE_BYTES >> 20
+        )));
+    }
     let t0 = now_ms();
-    let img = decode_image(&file).map_err(error)?;
+    let (img, geo) = decode_scene(&file).map_err(error)?;
     drop(file);
     let decode_ms = now_ms() - t0;
+    if wants_tiling(img.width, img.height, model.image_size, geo.is_some()) {
+        let options = SceneOptions::for_input(model.image_size);
+        let grid = TileGrid::new(img.width, img.height, options.tile, options.overlap).map_err(error)?;
+        let (preview, _) = reduce(&img, PREVIEW_SIDE);
+        let scene = SceneInfo {
+            rows: grid.rows(),
+            cols: grid.cols(),
+            tile: options.tile,
+            overlap: options.overlap,
+            georeferenced: geo.is_some(),
+            epsg: geo.as_ref().and_then(|g| g.epsg),
+            preview_width: preview.width,
+            preview_height: preview.height,
+            preview: preview.data,
+        };
+        let timings = ImageTimings { decode: decode_ms, preprocess: 0.0, encode: 0.0 };
+        let info = ImageInfo { scene: Some(scene), ..ImageInfo::new((img.height, img.width), model.kind.name(), &timings) };
+        set_current_image(Some(AnyImage::Scene { image: img, geo, options }));
+        return to_js(&info);
+    }
     let (image, timings, size) = match &model.seg {
         AnySegmenter::Gpu(s) => {
             let e = s.encode(&img, decode_ms).await.map_err(error)?;
@@ -46,8 +87,12 @@ pub async fn set_image(file: Vec<u8>) -> Result<JsValue, JsValue> {
 /// `heatMin` and `heatMax`, `note` a warning or `null`, `iou` SAM's predicted IoU, `timings` ms
 /// per stage (`text`, `prompter`, `decoder`, `post`, `total`). Empty or over-long sentences,
 /// clicks outside the image and boxes without area are errors.
+///
+/// On a whole scene the sentence is answered tile by tile; `onProgress` (if given) is called
+/// with a [`SceneProgress`] after every tile, and the result has `scene` (the tiles, the mask as
+/// a GeoTIFF and as GeoJSON).
 #[wasm_bindgen]
-pub async fn segment(request: JsValue) -> Result<JsValue, JsValue> {
+pub async fn segment(request: JsValue, on_progress: Option<Function>) -> Result<JsValue, JsValue> {
     let request: SegmentRequest = from_js(request, "segment expects {text, clicks?, box?}")?;
     let model = current_model()?;
     let text = request.text.clone();
@@ -56,6 +101,26 @@ pub async fn segment(request: JsValue) -> Result<JsValue, JsValue> {
     }
     let image = current_image().ok_or_else(|| error("no image: choose an image first"))?;
     let corrections = request.corrections();
+    if let AnyImage::Scene { image, geo, options } = image.as_ref() {
+        if !corrections.is_empty() {
+            return Err(error("clicks and boxes correct one model input, not a whole scene: zoom into the object's tile and crop it to correct"));
+        }
+        let mut report = |e: &SceneEvent| {
+            if let (Some(f), Ok(v)) = (on_progress.as_ref(), to_js(&SceneProgress::from(e))) {
+                let _ = f.call1(&JsValue::NULL, &v);
+            }
+        };
+        let (seg, tokens) = match &model.seg {
+            AnySegmenter::Gpu(s) => scene_query(s, image, &text, options, &mut report).await,
+            AnySegmenter::Cpu(s) => scene_query(s, image, &text, options, &mut report).await,
+        }
+        .map_err(error)?;
+        let geotiff = encode_mask_geotiff(&seg.mask, seg.width, seg.height, geo.as_ref()).map_err(error)?;
+        let traced = polygons::trace(&seg.mask, seg.width, seg.height, geo.as_ref()).map_err(error)?;
+        let geojson = polygons::to_geojson(&traced, &text, geo.as_ref());
+        let n = traced.polygons.0.len();
+        return to_js(&SegmentResult::from_scene(seg, tokens, model.kind.name(), geotiff, geojson, n));
+    }
     // A plain request runs the whole query; corrections reuse the sentence's prompts.
     let cached = if corrections.is_empty() { None } else { cached_prompts(&text) };
     let seg: Segmentation = match (&model.seg, image.as_ref(), cached.as_deref()) {
@@ -75,6 +140,19 @@ pub async fn segment(request: JsValue) -> Result<JsValue, JsValue> {
     }
     .map_err(error)?;
     to_js(&SegmentResult::new(seg, model.kind.name()))
+}
+
+/// `text` on a whole scene, and its token ids.
+async fn scene_query<B: Backend>(
+    s: &Segmenter<B>,
+    image: &RgbImage,
+    text: &str,
+    options: &SceneOptions,
+    progress: &mut dyn FnMut(&SceneEvent),
+) -> Result<(SceneSegmentation, Vec<u32>), String> {
+    let sentence = s.sentence(text)?;
+    let seg = s.segment_scene(image, &sentence, options, progress).await?;
+    Ok((seg, sentence.ids))
 }
 
 /// The whole query of `text` (its prompts are returned for later corrections).

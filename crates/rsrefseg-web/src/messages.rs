@@ -14,7 +14,7 @@
 //! | `loadModelUrl` | `{url}` | [`ModelInfo`] with `downloadMs`, `bytes` (and `{type: "progress", id, loaded, total}` messages) |
 //! | `loadSynthetic` | `{seed?}` | [`ModelInfo`] |
 //! | `setImage` | `{bytes: ArrayBuffer}` | [`ImageInfo`] |
-//! | `segment` | [`SegmentRequest`] (`{text, clicks?, box?}`) | [`SegmentResult`] |
+//! | `segment` | [`SegmentRequest`] (`{text, clicks?, box?}`) | [`SegmentResult`] (on a whole scene with `scene`, and `{type: "progress", id, scene: `[`SceneProgress`]`}` after every tile) |
 //!
 //! Besides results the worker sends `{type: "panic", message}` (the wasm panicked: the page
 //! restarts the worker), `{type: "ready"}` and `{type: "failed", error}` (the wasm module loaded
@@ -22,6 +22,7 @@
 //! inputs, handed over without a conversion.
 
 use rsrefseg::segmenter::{Click, Corrections, ImageTimings, QueryTimings, Segmentation};
+use rsrefseg::whole_scene::{SceneEvent, SceneSegmentation, TileReport, TileSelection};
 use serde::{Deserialize, Serialize};
 
 /// A loaded model.
@@ -53,6 +54,10 @@ pub struct ImageInfo {
     pub backend: String,
     /// `{decode, preprocess, encode}`.
     pub timings: ImageTimings,
+    /// Set when the image is a whole scene (a GeoTIFF, or more than 4× the model's input a
+    /// side): it is not encoded now but tiled by every sentence; left out otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene: Option<SceneInfo>,
 }
 
 impl ImageInfo {
@@ -62,8 +67,95 @@ impl ImageInfo {
             height,
             backend: backend.into(),
             timings: *t,
+            scene: None,
         }
     }
+}
+
+/// How a whole scene will be tiled.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SceneInfo {
+    pub rows: usize,
+    pub cols: usize,
+    /// Tile side and overlap in scene pixels.
+    pub tile: usize,
+    pub overlap: usize,
+    pub georeferenced: bool,
+    /// The scene's EPSG code, when its GeoTIFF keys name one.
+    pub epsg: Option<u16>,
+    /// The scene reduced to at most 2048 pixels a side, RGB (a `Uint8Array` of `previewWidth ×
+    /// previewHeight × 3`): what the page shows when the browser cannot decode the file (TIFF).
+    pub preview_width: usize,
+    pub preview_height: usize,
+    #[serde(with = "serde_bytes")]
+    pub preview: Vec<u8>,
+}
+
+/// One tile of a whole scene: where it is, its localization score, and SAM's answer on it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TileMessage {
+    pub row: usize,
+    pub col: usize,
+    pub x0: usize,
+    pub y0: usize,
+    pub width: usize,
+    pub height: usize,
+    pub score: Option<f32>,
+    pub answered: bool,
+    pub predicted_iou: Option<f32>,
+}
+
+impl From<&TileReport> for TileMessage {
+    fn from(t: &TileReport) -> Self {
+        TileMessage {
+            row: t.row,
+            col: t.col,
+            x0: t.x0,
+            y0: t.y0,
+            width: t.width,
+            height: t.height,
+            score: t.score,
+            answered: t.answered,
+            predicted_iou: t.predicted_iou,
+        }
+    }
+}
+
+/// Progress of a whole scene after one tile: `phase` `"locate"` (the localization map) or
+/// `"answer"` (SAM), tiles `done` of `total`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SceneProgress {
+    pub phase: String,
+    pub done: usize,
+    pub total: usize,
+    pub tile: TileMessage,
+}
+
+impl From<&SceneEvent<'_>> for SceneProgress {
+    fn from(e: &SceneEvent) -> Self {
+        SceneProgress { phase: e.phase.into(), done: e.done, total: e.total, tile: e.tile.into() }
+    }
+}
+
+/// What a whole scene's answer adds: the tiles, and the mask as a GeoTIFF (with the scene's
+/// georeferencing) and as GeoJSON polygons (in the scene's coordinates) for download.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SceneResult {
+    pub rows: usize,
+    pub cols: usize,
+    /// `"all"` or `"localize"`.
+    pub selection: String,
+    pub tiles: Vec<TileMessage>,
+    pub tiles_answered: usize,
+    #[serde(with = "serde_bytes")]
+    pub geotiff: Vec<u8>,
+    pub geojson: String,
+    pub polygons: usize,
+    /// Milliseconds: `text`, `locate`, `answer`, `merge`, `total`.
+    pub timings: rsrefseg::whole_scene::SceneTimings,
 }
 
 /// A sentence to answer on the current image, with the user's corrections (beyond the paper):
@@ -136,6 +228,9 @@ pub struct SegmentResult {
     pub tokens: Vec<u32>,
     pub backend: String,
     pub timings: QueryTimes,
+    /// A whole scene's tiles and exports; left out for a single input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene: Option<SceneResult>,
 }
 
 impl SegmentResult {
@@ -162,6 +257,55 @@ impl SegmentResult {
                 post: t.post,
                 total: t.text + t.prompter + t.decoder + t.post,
             },
+            scene: None,
+        }
+    }
+
+    /// A whole scene's answer. The heat map is the localization map at one cell per tile
+    /// (`cols × rows`, the tiles' scores stretched over their range; flat when every tile was
+    /// answered without one); `iou` is the best predicted IoU of the answered tiles; the stage
+    /// times are the scene's (`prompter` = the localization map, `decoder` = SAM on the chosen
+    /// tiles, `post` = merging).
+    pub fn from_scene(seg: SceneSegmentation, tokens: Vec<u32>, backend: &str, geotiff: Vec<u8>, geojson: String, polygons: usize) -> Self {
+        let scores: Vec<f32> = seg.tiles.iter().map(|t| t.score.unwrap_or(f32::NAN)).collect();
+        let lo = scores.iter().copied().filter(|v| v.is_finite()).fold(f32::INFINITY, f32::min);
+        let hi = scores.iter().copied().filter(|v| v.is_finite()).fold(f32::NEG_INFINITY, f32::max);
+        let heat: Vec<u8> = scores
+            .iter()
+            .map(|&v| if v.is_finite() && hi > lo { ((v - lo) / (hi - lo) * 255.0).round() as u8 } else { 0 })
+            .collect();
+        let sigmoid = |x: f32| if x.is_finite() { 1.0 / (1.0 + (-x).exp()) } else { 0.0 };
+        let iou = seg.tiles.iter().filter_map(|t| t.predicted_iou).fold(0.0, f32::max);
+        let t = seg.timings;
+        SegmentResult {
+            width: seg.width,
+            height: seg.height,
+            heat_width: seg.cols,
+            heat_height: seg.rows,
+            heat,
+            heat_min: sigmoid(lo),
+            heat_max: sigmoid(hi),
+            note: seg.note.clone(),
+            iou,
+            area: seg.area,
+            tokens,
+            backend: backend.into(),
+            timings: QueryTimes { text: t.text, prompter: t.locate, decoder: t.answer, post: t.merge, total: t.total },
+            scene: Some(SceneResult {
+                rows: seg.rows,
+                cols: seg.cols,
+                selection: match seg.options.selection {
+                    TileSelection::All => "all".into(),
+                    TileSelection::Localize { .. } => "localize".into(),
+                },
+                tiles_answered: seg.tiles.iter().filter(|t| t.answered).count(),
+                tiles: seg.tiles.iter().map(TileMessage::from).collect(),
+                geotiff,
+                geojson,
+                polygons,
+                timings: t,
+            }),
+            mask: seg.mask,
         }
     }
 }
@@ -239,5 +383,73 @@ mod tests {
         assert!(v["note"].is_null());
         assert_eq!(v["timings"]["total"].as_f64(), Some(10.0));
         assert_eq!(v["tokens"], json!([2, 7, 1]));
+    }
+
+    /// A whole scene: the image says how it will be tiled, the answer carries the tiles (the
+    /// page draws their progress), the localization map at one cell per tile and the exports.
+    #[test]
+    fn whole_scene_messages_carry_tiles_and_exports() {
+        use rsrefseg::whole_scene::{SceneOptions, SceneTimings};
+        let scene = SceneInfo {
+            rows: 2,
+            cols: 3,
+            tile: 256,
+            overlap: 64,
+            georeferenced: true,
+            epsg: Some(32633),
+            preview_width: 1,
+            preview_height: 1,
+            preview: vec![1, 2, 3],
+        };
+        let image = ImageInfo { scene: Some(scene), ..ImageInfo::new((400, 600), "cpu", &ImageTimings::default()) };
+        let v = serde_json::to_value(&image).unwrap();
+        assert_eq!(
+            v["scene"],
+            json!({"rows": 2, "cols": 3, "tile": 256, "overlap": 64, "georeferenced": true, "epsg": 32633,
+                   "previewWidth": 1, "previewHeight": 1, "preview": [1, 2, 3]})
+        );
+
+        let tile = |col: usize, score: f32, answered: bool| TileReport {
+            row: 0,
+            col,
+            x0: col * 192,
+            y0: 0,
+            width: 256,
+            height: 256,
+            score: Some(score),
+            answered,
+            predicted_iou: answered.then_some(0.75),
+            object_score_logit: None,
+            mask_pixels: 0,
+        };
+        let seg = SceneSegmentation {
+            width: 640,
+            height: 256,
+            mask: vec![0; 640 * 256],
+            area: 0,
+            rows: 1,
+            cols: 3,
+            tiles: vec![tile(0, -2.0, false), tile(1, 2.0, true), tile(2, 0.0, false)],
+            options: SceneOptions::for_input(256),
+            note: None,
+            timings: SceneTimings { text: 1.0, locate: 2.0, answer: 3.0, merge: 4.0, total: 10.0 },
+            merger_bytes: 0,
+        };
+        let r = SegmentResult::from_scene(seg, vec![2, 9], "cpu", vec![1, 2, 3], "{}".into(), 0);
+        assert_eq!((r.heat_width, r.heat_height, r.heat.clone()), (3, 1, vec![0, 255, 128]));
+        assert_eq!(r.iou, 0.75);
+        let v = serde_json::to_value(&r).unwrap();
+        let scene = &v["scene"];
+        assert_eq!(
+            keys(scene),
+            ["cols", "geojson", "geotiff", "polygons", "rows", "selection", "tiles", "tilesAnswered", "timings"]
+        );
+        assert_eq!(scene["selection"], "localize");
+        assert_eq!(scene["tilesAnswered"], 1);
+        assert_eq!(scene["tiles"][1]["predictedIou"].as_f64(), Some(0.75));
+        assert_eq!(scene["timings"]["locate"].as_f64(), Some(2.0));
+        assert_eq!(v["timings"]["prompter"].as_f64(), Some(2.0));
+        let p = SceneProgress::from(&SceneEvent { phase: "locate", done: 1, total: 3, tile: &tile(0, 1.0, false) });
+        assert_eq!(serde_json::to_value(&p).unwrap()["tile"]["x0"], 0);
     }
 }

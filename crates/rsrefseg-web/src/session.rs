@@ -5,7 +5,10 @@ use crate::backend::{init, selected, BackendKind};
 use crate::bundle::load_bundle;
 use crate::js::{error, to_js};
 use crate::messages::ModelInfo;
+use rsrefseg::pre::RgbImage;
 use rsrefseg::segmenter::{now_ms, EncodedImage, Segmenter, SentencePrompts};
+use rsrefseg::whole_scene::geotiff::GeoReference;
+use rsrefseg::whole_scene::SceneOptions;
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::WebGpu;
 use js_sys::{Function, Promise, Reflect, Uint8Array};
@@ -20,10 +23,12 @@ pub(crate) enum AnySegmenter {
     Cpu(Segmenter<crate::CpuBackend>),
 }
 
-/// An encoded image on the backend of the model that encoded it.
+/// An encoded image on the backend of the model that encoded it, or a whole scene (kept as
+/// pixels: every sentence tiles it).
 pub(crate) enum AnyImage {
     Gpu(EncodedImage<WebGpu>),
     Cpu(EncodedImage<crate::CpuBackend>),
+    Scene { image: RgbImage, geo: Option<GeoReference>, options: SceneOptions },
 }
 
 /// A sentence's cached prompts on the current image (for corrections: decoder only).

@@ -15,7 +15,7 @@ use rsrefseg_web::bundle::load_bundle;
 use rsrefseg::segmenter::{now_ms, Segmentation};
 use rsrefseg_web::synthetic::{self, TEST_SEED};
 use serde_json::Value;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -170,15 +170,15 @@ async fn exported_api_and_its_errors() {
     assert_eq!(get(&info, "imageSize").as_f64(), Some(256.0));
     assert!(rsrefseg_web::model_loaded());
 
-    let e = err_text(rsrefseg_web::segment(request("the ship")).await.unwrap_err());
+    let e = err_text(rsrefseg_web::segment(request("the ship"), None).await.unwrap_err());
     assert!(e.contains("no image"), "{e}");
-    let e = err_text(rsrefseg_web::segment(JsValue::from_str("the ship")).await.unwrap_err());
+    let e = err_text(rsrefseg_web::segment(JsValue::from_str("the ship"), None).await.unwrap_err());
     assert!(e.contains("segment expects {text"), "{e}");
     for (bytes, want) in [
         (Vec::new(), "empty"),
         (b"this is not an image".to_vec(), "unrecognised file format"),
         (png[..png.len() / 2].to_vec(), "image"),
-        (vec![0u8; 41 * 1024 * 1024], "40 MB"),
+        (vec![0u8; 41 * 1024 * 1024], "unrecognised file format"),
     ] {
         let e = err_text(rsrefseg_web::set_image(bytes).await.unwrap_err());
         assert!(e.contains(want), "expected {want:?} in {e:?}");
@@ -187,10 +187,10 @@ async fn exported_api_and_its_errors() {
     let r = rsrefseg_web::set_image(png).await.unwrap();
     assert_eq!((get(&r, "width").as_f64(), get(&r, "height").as_f64()), (Some(32.0), Some(24.0)));
     for (text, want) in [("", "empty"), ("   ", "empty"), (&"ship ".repeat(40)[..], "at most")] {
-        let e = err_text(rsrefseg_web::segment(request(text)).await.unwrap_err());
+        let e = err_text(rsrefseg_web::segment(request(text), None).await.unwrap_err());
         assert!(e.contains(want), "expected {want:?} in {e:?}");
     }
-    let out = rsrefseg_web::segment(request("the largest storage tank")).await.unwrap();
+    let out = rsrefseg_web::segment(request("the largest storage tank"), None).await.unwrap();
     let mask = js_sys::Uint8Array::from(get(&out, "mask"));
     assert_eq!(mask.length(), 32 * 24);
     assert!(mask.to_vec().iter().all(|&v| v == 0 || v == 255));
@@ -210,7 +210,7 @@ async fn exported_api_and_its_errors() {
     // outside the image and boxes without area are refused by name.
     let corrected = |clicks: &str, bbox: &str| {
         let o = js_sys::JSON::parse(&format!(r#"{{"text": "the largest storage tank", "clicks": {clicks}, "box": {bbox}}}"#)).unwrap();
-        rsrefseg_web::segment(o)
+        rsrefseg_web::segment(o, None)
     };
     let out = corrected(r#"[{"x": 16, "y": 12, "positive": true}, {"x": 2, "y": 2, "positive": false}]"#, "[1, 1, 30, 20]").await.unwrap();
     assert_eq!(js_sys::Uint8Array::from(get(&out, "mask")).length(), 32 * 24);
@@ -220,4 +220,39 @@ async fn exported_api_and_its_errors() {
     assert!(e.contains("outside"), "{e}");
     let e = err_text(corrected("[]", "[5, 5, 2, 2]").await.unwrap_err());
     assert!(e.contains("no area"), "{e}");
+
+    // A whole scene: a small GeoTIFF is tiled (it is a map), every sentence reports its tiles'
+    // progress, and the answer comes with the mask as a GeoTIFF and as GeoJSON.
+    use rsrefseg::whole_scene::geotiff::{encode_rgb_geotiff, GeoReference};
+    let data: Vec<u8> = (0..300 * 400 * 3).map(|i| ((i * 7) % 251) as u8).collect();
+    let scene = rsrefseg::pre::RgbImage::new(300, 400, data).unwrap();
+    let geo = GeoReference::north_up(500_000.0, 4_200_000.0, 0.5, 32633);
+    let tif = encode_rgb_geotiff(&scene, Some(&geo)).unwrap();
+    let info = rsrefseg_web::set_image(tif).await.unwrap();
+    let s = get(&info, "scene");
+    assert_eq!((get(&s, "rows").as_f64(), get(&s, "cols").as_f64()), (Some(2.0), Some(2.0)));
+    assert_eq!(get(&s, "epsg").as_f64(), Some(32633.0));
+    assert_eq!(js_sys::Uint8Array::from(get(&s, "preview")).length(), 400 * 300 * 3);
+    let events = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+    let sink = events.clone();
+    let progress = wasm_bindgen::closure::Closure::<dyn FnMut(JsValue)>::new(move |p: JsValue| {
+        sink.borrow_mut().push(get(&p, "phase").as_string().unwrap());
+    });
+    let f: js_sys::Function = progress.as_ref().clone().into();
+    let out = rsrefseg_web::segment(request("the largest storage tank"), Some(f)).await.unwrap();
+    assert_eq!(js_sys::Uint8Array::from(get(&out, "mask")).length(), 400 * 300);
+    let sc = get(&out, "scene");
+    assert_eq!(get(&sc, "tiles").dyn_into::<js_sys::Array>().unwrap().length(), 4);
+    let answered = get(&sc, "tilesAnswered").as_f64().unwrap();
+    assert!((1.0..=4.0).contains(&answered));
+    let tif = js_sys::Uint8Array::from(get(&sc, "geotiff")).to_vec();
+    let (_, back) = rsrefseg::whole_scene::decode_scene(&tif).unwrap();
+    assert_eq!(back.unwrap().affine, geo.affine);
+    assert!(get(&sc, "geojson").as_string().unwrap().contains("FeatureCollection"));
+    let ev = events.borrow();
+    assert_eq!(ev.iter().filter(|p| *p == "locate").count(), 4, "{ev:?}");
+    assert_eq!(ev.iter().filter(|p| *p == "answer").count() as f64, answered, "{ev:?}");
+    drop(ev);
+    let e = err_text(corrected(r#"[{"x": 16, "y": 12, "positive": true}]"#, "null").await.unwrap_err());
+    assert!(e.contains("whole scene"), "{e}");
 }

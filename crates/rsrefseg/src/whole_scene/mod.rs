@@ -55,6 +55,14 @@ pub fn decode_scene(bytes: &[u8]) -> Result<(RgbImage, Option<geotiff::GeoRefere
     RgbImage::decode(bytes).map(|img| (img, None)).map_err(|e| e.to_string())
 }
 
+/// Whether a scene is tiled unless the user says otherwise: when it is georeferenced (a GeoTIFF
+/// is a map, not a photo to shrink) or its long side is more than 4× the model's input (shrunk
+/// to the input, its objects would lose most of their pixels). The CLI's `--tiles auto` and the
+/// page apply this rule.
+pub fn wants_tiling(width: usize, height: usize, image_size: usize, georeferenced: bool) -> bool {
+    georeferenced || width.max(height) > 4 * image_size
+}
+
 /// Which tiles SAM answers.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
@@ -138,7 +146,7 @@ pub struct SceneEvent<'a> {
 }
 
 /// Milliseconds of a scene.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct SceneTimings {
     pub text: f64,
     /// The localization map (SigLIP vision + prompter on every tile).
@@ -167,6 +175,35 @@ pub struct SceneSegmentation {
     pub timings: SceneTimings,
     /// Bytes held by the merger (band and mask), for the memory report.
     pub merger_bytes: usize,
+}
+
+/// The scene reduced by the smallest integer factor that brings its long side to at most
+/// `max_side`, each pixel the mean of the block it stands for (for display: the page's view of
+/// a GeoTIFF the browser cannot decode, the CLI's `overview.png`). Returns it and the factor.
+pub fn reduce(img: &RgbImage, max_side: usize) -> (RgbImage, usize) {
+    let k = img.width.max(img.height).div_ceil(max_side.max(1)).max(1);
+    let (w, h) = (img.width.div_ceil(k), img.height.div_ceil(k));
+    let mut data = vec![0u8; w * h * 3];
+    let mut sums = vec![0u32; w * 3];
+    for y in 0..h {
+        sums.fill(0);
+        let rows = y * k..((y + 1) * k).min(img.height);
+        let n_rows = rows.len() as u32;
+        for sy in rows {
+            for (sx, px) in img.data[sy * img.width * 3..(sy + 1) * img.width * 3].chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    sums[(sx / k) * 3 + c] += px[c] as u32;
+                }
+            }
+        }
+        for x in 0..w {
+            let n = n_rows * ((x + 1) * k).min(img.width).saturating_sub(x * k) as u32;
+            for c in 0..3 {
+                data[(y * w + x) * 3 + c] = ((sums[x * 3 + c] + n / 2) / n.max(1)) as u8;
+            }
+        }
+    }
+    (RgbImage { height: h, width: w, data }, k)
 }
 
 /// The pixels of `tile` cut out of `img`.
@@ -298,6 +335,15 @@ mod tests {
         assert_eq!(choose(&r, 4, 1.0), vec![1, 2, 4]);
         assert_eq!(choose(&r, 2, 1.0), vec![1, 4]);
         assert_eq!(choose(&r, 4, 0.0), vec![1]);
+    }
+
+    #[test]
+    fn reduce_averages_blocks() {
+        let img = RgbImage { height: 2, width: 3, data: vec![0, 0, 0, 10, 10, 10, 20, 20, 20, 30, 30, 30, 40, 40, 40, 50, 50, 50] };
+        let (r, k) = reduce(&img, 2);
+        assert_eq!((r.width, r.height, k), (2, 1, 2));
+        assert_eq!(r.data, vec![20, 20, 20, 35, 35, 35]);
+        assert_eq!(reduce(&img, 8).0, img);
     }
 
     #[test]
