@@ -10,13 +10,20 @@
 //                                         data-mask-width / -height / -area when done,
 //                                         data-clicks: the correction clicks of the answer
 //   #input-status[data-state]             "image" once an image is encoded, "error" on bad input
+//   #canvas-stack[data-scene]             "1" while a whole scene (tiled per sentence) is shown;
+//                                         data-zoom: the view's zoom factor
+//   #result[data-tiles-answered]          tiles SAM answered for the last sentence on a scene
 // URL parameters: ?backend=webgpu|cpu, ?model=embedded|synthetic|<bundle URL>.
 
 const $ = (id) => document.getElementById(id);
 const t0 = performance.now();
 
 const EMBEDDED_MODEL = "models/nano/nano.rsb";
-const MAX_FILE_BYTES = 40 * 1024 * 1024;
+// The wasm side's limit too (crates/rsrefseg-web/src/api.rs): an uncompressed 8192² RGB GeoTIFF fits.
+const MAX_FILE_BYTES = 256 * 1024 * 1024;
+// Longest side the picture is drawn at: whole scenes get more pixels, for zooming in.
+const VIEW_SIDE = 1024;
+const SCENE_VIEW_SIDE = 4096;
 const MAX_SIDE = 16384;
 const MAX_PIXELS = 8192 * 8192;
 const REQUEST_TIMEOUT_MS = 15 * 60 * 1000;
@@ -26,7 +33,7 @@ const state = {
   backend: null, // what the worker runs on
   model: null, // model info
   modelSource: null, // {kind, url?, bytes?}
-  image: null, // {bitmap, width, height, name}
+  image: null, // {bitmap, width, height, name, scene?}
   result: null,
   busy: false,
   // Correction clicks on the current answer (original image pixels) and the sentence they correct.
@@ -49,7 +56,7 @@ class ModelWorker {
 
   receive(msg) {
     if (msg.type === "progress") {
-      this.pending.get(msg.id)?.onProgress?.(msg.loaded, msg.total);
+      this.pending.get(msg.id)?.onProgress?.(msg.loaded, msg.total, msg.scene);
     } else if (msg.type === "result") {
       const p = this.pending.get(msg.id);
       if (!p) return;
@@ -128,7 +135,11 @@ const mb = (b) => `${(b / 1e6).toFixed(1)} MB`;
 /** The header line once a model is loaded: the backend, and what to do next. */
 function readyStatus() {
   const where = state.backend === "webgpu" ? "WebGPU" : "CPU";
-  const next = state.image ? ` ${state.image.name} is encoded: type a sentence.` : " Choose an image.";
+  const next = !state.image
+    ? " Choose an image."
+    : state.image.scene
+      ? ` ${state.image.name} is a whole scene: type a sentence.`
+      : ` ${state.image.name} is encoded: type a sentence.`;
   setStatus(`Ready (${where}).${next}`, "ready");
 }
 
@@ -139,13 +150,14 @@ function clearResult() {
   state.clicks = [];
   state.clickText = null;
   $("result").dataset.state = "empty";
-  for (const id of ["mask-canvas", "heat-canvas"]) {
+  for (const id of ["mask-canvas", "heat-canvas", "tiles-canvas"]) {
     const c = $(id);
     c.getContext("2d").clearRect(0, 0, c.width, c.height);
   }
   for (const id of ["stat-iou", "stat-mask", "stat-query", "stat-clicks"]) $(id).textContent = "–";
   $("result").dataset.clicks = "0";
   $("heat-range").textContent = "–";
+  delete $("result").dataset.tilesAnswered;
   updateButtons();
 }
 
@@ -155,8 +167,12 @@ const GENERIC_EXAMPLES = ["the largest building", "the white vehicle", "the firs
 function updateButtons() {
   const ready = !!(state.model && state.image && !state.busy);
   $("segment").disabled = !ready;
-  $("download").disabled = !state.result;
+  // A whole scene's mask is offered as a GeoTIFF (a PNG of 67 megapixels would strain the page).
+  $("download").disabled = !state.result || !!state.result.scene;
   $("reset-clicks").disabled = !state.result || state.clicks.length === 0 || state.busy;
+  const scene = state.result?.scene;
+  $("download-tiff").hidden = $("download-geojson").hidden = !scene;
+  $("download-tiff").disabled = $("download-geojson").disabled = !scene;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,12 +290,13 @@ async function switchModel(source) {
 // ---------------------------------------------------------------------------------------------
 // Image input
 
-function drawImage(bitmap) {
+function drawImage(bitmap, side = VIEW_SIDE) {
   const canvas = $("image-canvas");
   const mask = $("mask-canvas");
-  const scale = Math.min(1, 1024 / Math.max(bitmap.width, bitmap.height));
-  canvas.width = mask.width = Math.max(1, Math.round(bitmap.width * scale));
-  canvas.height = mask.height = Math.max(1, Math.round(bitmap.height * scale));
+  const tiles = $("tiles-canvas");
+  const scale = Math.min(1, side / Math.max(bitmap.width, bitmap.height));
+  canvas.width = mask.width = tiles.width = Math.max(1, Math.round(bitmap.width * scale));
+  canvas.height = mask.height = tiles.height = Math.max(1, Math.round(bitmap.height * scale));
   canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
   mask.getContext("2d").clearRect(0, 0, mask.width, mask.height);
   const heat = $("heat-canvas");
@@ -291,7 +308,7 @@ async function takeFile(file, name, sentences = GENERIC_EXAMPLES) {
   name = name || file.name || "pasted image";
   clearResult();
   if (file.size > MAX_FILE_BYTES) {
-    inputStatus(`${name} is ${mb(file.size)}: the largest accepted image file is 40 MB.`, "error");
+    inputStatus(`${name} is ${mb(file.size)}: the largest accepted image file is ${MAX_FILE_BYTES >> 20} MB.`, "error");
     return;
   }
   if (file.size === 0) {
@@ -305,6 +322,7 @@ async function takeFile(file, name, sentences = GENERIC_EXAMPLES) {
 /** Show the image (browser decode for display) and encode it in the worker (wasm decode). */
 async function encodeImage(bytes, name) {
   clearResult();
+  setSceneView(null);
   let bitmap = null;
   try {
     bitmap = await createImageBitmap(new Blob([bytes]));
@@ -339,6 +357,7 @@ async function encodeImage(bytes, name) {
   const timer = setInterval(tick, 1000);
   try {
     const r = await state.worker.call("setImage", { bytes: bytes.slice(0) });
+    if (!bitmap && r.scene) bitmap = await previewBitmap(r.scene);
     if (!bitmap) {
       // Not displayable by the browser: show a gray placeholder of the right size.
       const c = new OffscreenCanvas(r.width, r.height);
@@ -347,12 +366,24 @@ async function encodeImage(bytes, name) {
       ctx.fillRect(0, 0, r.width, r.height);
       bitmap = c.transferToImageBitmap();
     }
-    state.image = { bitmap, width: r.width, height: r.height, name, bytes };
-    drawImage(bitmap);
+    state.image = { bitmap, width: r.width, height: r.height, name, bytes, scene: r.scene || null };
+    drawImage(bitmap, r.scene ? SCENE_VIEW_SIDE : VIEW_SIDE);
+    setSceneView(r.scene);
     const t = r.timings;
-    $("stat-image").textContent =
-      `${r.width}×${r.height}: decode ${ms(t.decode)}, pre-process ${ms(t.preprocess)}, encode ${ms(t.encode)}`;
+    $("stat-image").textContent = r.scene
+      ? `${r.width}×${r.height} scene, decode ${ms(t.decode)}: ${r.scene.rows}×${r.scene.cols} tiles of ${r.scene.tile} px` +
+        ` (overlap ${r.scene.overlap})${r.scene.georeferenced ? `, georeferenced${r.scene.epsg ? ` (EPSG:${r.scene.epsg})` : ""}` : ""}`
+      : `${r.width}×${r.height}: decode ${ms(t.decode)}, pre-process ${ms(t.preprocess)}, encode ${ms(t.encode)}`;
     $("stat-image").dataset.encodeMs = String(t.encode);
+    if (r.scene) {
+      inputStatus(
+        `${name} (${r.width}×${r.height}) is a whole scene: each sentence finds its tiles on a localization map of all ` +
+          `${r.scene.rows * r.scene.cols} tiles, then SAM answers the best ones. Type a sentence and press Enter; scroll to zoom, drag to pan.`,
+        "image",
+      );
+      readyStatus();
+      return true;
+    }
     // The model sees the image at its input size: a few pixels say little about any object.
     const tiny = Math.max(r.width, r.height) < 32
       ? ` It is only ${r.width}×${r.height} pixels: the model enlarges it to its input size, so expect little.`
@@ -404,8 +435,13 @@ async function runSegment() {
   $("result").dataset.state = "running";
   const clicks = state.clicks.slice();
   inputStatus(clicks.length ? `Correcting “${text}” with ${clicks.length} click(s)…` : `Segmenting “${text}”…`, "busy");
+  if (state.image.scene) clearTiles();
   try {
-    const r = await state.worker.call("segment", { text, clicks });
+    const r = await state.worker.call("segment", { text, clicks }, { onProgress: (_l, _t, p) => p && sceneProgress(text, p) });
+    if (r.scene) {
+      showSceneResult(text, r);
+      return;
+    }
     state.result = r;
     state.clickText = text;
     drawMask(r.mask, r.width, r.height);
@@ -441,6 +477,25 @@ async function runSegment() {
   }
 }
 
+/** A mask of a whole scene, drawn at the view's resolution: a view pixel is red when any scene
+ * pixel it stands for is in the mask, so that small objects stay visible when zoomed out. */
+function drawSceneMask(mask, w, h) {
+  const canvas = $("mask-canvas");
+  const ctx = canvas.getContext("2d");
+  const cw = canvas.width, ch = canvas.height;
+  const img = ctx.createImageData(cw, ch);
+  for (let y = 0; y < ch; y++) {
+    const y0 = Math.floor((y * h) / ch), y1 = Math.max(y0 + 1, Math.floor(((y + 1) * h) / ch));
+    for (let x = 0; x < cw; x++) {
+      const x0 = Math.floor((x * w) / cw), x1 = Math.max(x0 + 1, Math.floor(((x + 1) * w) / cw));
+      let on = false;
+      for (let yy = y0; yy < y1 && !on; yy++) for (let xx = x0; xx < x1; xx++) if (mask[yy * w + xx]) { on = true; break; }
+      if (on) img.data.set([255, 48, 32, 255], (y * cw + x) * 4);
+    }
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
 function drawMask(mask, w, h) {
   const tmp = new OffscreenCanvas(w, h);
   const ctx = tmp.getContext("2d");
@@ -459,6 +514,166 @@ function drawMask(mask, w, h) {
   out.clearRect(0, 0, canvas.width, canvas.height);
   out.imageSmoothingEnabled = false;
   out.drawImage(tmp, 0, 0, canvas.width, canvas.height);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole scenes: zoomable view, tiles' progress, results and exports
+
+const view = { zoom: 1, x: 0, y: 0, drag: null };
+
+function applyView() {
+  const stack = $("canvas-stack");
+  stack.style.transform = view.zoom === 1 && !view.x && !view.y ? "" : `translate(${view.x}px, ${view.y}px) scale(${view.zoom})`;
+  stack.dataset.zoom = String(view.zoom);
+}
+
+/** Switch the picture between a single input (click to correct) and a whole scene (zoom, pan,
+ * tiles drawn over it). */
+function setSceneView(scene) {
+  Object.assign(view, { zoom: 1, x: 0, y: 0, drag: null });
+  applyView();
+  $("viewport").classList.toggle("scene", !!scene);
+  $("canvas-stack").dataset.scene = scene ? "1" : "";
+  $("tiles-canvas").hidden = !scene;
+  // A scene's heat map has one cell per tile: show the cells, not a blur.
+  $("heat-canvas").style.imageRendering = scene ? "pixelated" : "";
+  $("view-hint").textContent = scene
+    ? "Whole scene — scroll to zoom, drag to pan, double-click to reset. Tiles: shaded by the sentence's localization score, outlined yellow where SAM answered."
+    : "Mask overlay — click to correct: click = on the object, shift-click or right-click = not on it";
+}
+
+/** The view's bitmap for a scene the browser cannot decode (a GeoTIFF): the worker's preview. */
+async function previewBitmap(scene) {
+  const { previewWidth: w, previewHeight: h, preview } = scene;
+  const data = new Uint8ClampedArray(w * h * 4);
+  for (let i = 0; i < w * h; i++) data.set([preview[i * 3], preview[i * 3 + 1], preview[i * 3 + 2], 255], i * 4);
+  return createImageBitmap(new ImageData(data, w, h));
+}
+
+function clearTiles() {
+  const c = $("tiles-canvas");
+  c.getContext("2d").clearRect(0, 0, c.width, c.height);
+}
+
+/** One tile's progress: shaded by its localization score (its colour from the heat ramp), a
+ * yellow outline once SAM answered it. */
+function drawTile(tile) {
+  if (!state.image) return;
+  const c = $("tiles-canvas");
+  const ctx = c.getContext("2d");
+  const s = c.width / state.image.width;
+  const [x, y, w, h] = [tile.x0 * s, tile.y0 * s, tile.width * s, tile.height * s];
+  if (tile.answered) {
+    ctx.strokeStyle = "#fadc28";
+    ctx.lineWidth = Math.max(2, c.width / 400);
+    ctx.strokeRect(x + 1, y + 1, w - 2, h - 2);
+  } else if (tile.score !== null && tile.score !== undefined) {
+    // Logits around 0: −4 → dark, +4 → bright.
+    const v = Math.max(0, Math.min(255, Math.round(((tile.score + 4) / 8) * 255)));
+    const [r, g, b] = ramp(v);
+    ctx.fillStyle = `rgba(${r}, ${g}, ${b}, 0.18)`;
+    ctx.fillRect(x, y, w, h);
+  }
+}
+
+function sceneProgress(text, p) {
+  drawTile(p.tile);
+  const what = p.phase === "locate" ? "Localizing" : "SAM answering";
+  const msg = `“${text}”: ${what} tile ${p.done} of ${p.total}…`;
+  inputStatus(msg, "busy");
+  setStatus(msg, "busy");
+}
+
+function showSceneResult(text, r) {
+  state.result = r;
+  state.clickText = null;
+  const sc = r.scene;
+  drawSceneMask(r.mask, r.width, r.height);
+  clearTiles();
+  for (const t of sc.tiles) if (!t.answered) drawTile(t);
+  for (const t of sc.tiles) if (t.answered) drawTile(t);
+  drawHeat(r.heat, r.heatWidth, r.heatHeight);
+  $("heat-range").textContent =
+    sc.selection === "localize" ? `one cell per tile: the sentence's best dense-prompt probability, ${prob(r.heatMin)} → ${prob(r.heatMax)}` : "every tile answered";
+  const t = sc.timings;
+  $("stat-iou").textContent = `${r.iou.toFixed(3)} (best answered tile)`;
+  const pct = ((100 * r.area) / (r.width * r.height)).toFixed(3);
+  $("stat-mask").textContent = `${r.width}×${r.height}, ${r.area} px (${pct} %), ${sc.polygons} polygon(s)`;
+  $("stat-query").textContent =
+    `localization ${ms(t.locate)} (${sc.tiles.length} tiles), SAM ${ms(t.answer)} on ${sc.tilesAnswered} tile(s), merge ${ms(t.merge)} — total ${ms(t.total)}`;
+  $("stat-query").dataset.totalMs = String(t.total);
+  $("stat-clicks").textContent = "not on whole scenes";
+  const res = $("result");
+  res.dataset.maskWidth = r.width;
+  res.dataset.maskHeight = r.height;
+  res.dataset.maskArea = r.area;
+  res.dataset.clicks = "0";
+  res.dataset.tilesAnswered = String(sc.tilesAnswered);
+  res.dataset.state = "done";
+  inputStatus(`“${text}” on the whole scene: ${r.area} px in ${sc.tilesAnswered} answered tile(s).${r.note ? " " + r.note : ""}`, "image");
+  readyStatus();
+}
+
+function download(blob, suffix) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  const base = (state.image?.name || "image").replace(/\.[^.]+$/, "");
+  a.download = `${base}-${suffix}`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+function wireSceneView() {
+  const vp = $("viewport");
+  const stack = $("canvas-stack");
+  vp.addEventListener(
+    "wheel",
+    (e) => {
+      if (!state.image?.scene) return;
+      e.preventDefault();
+      const rect = vp.getBoundingClientRect();
+      const [px, py] = [e.clientX - rect.left, e.clientY - rect.top];
+      const zoom = Math.max(1, Math.min(64, view.zoom * Math.exp(-e.deltaY * 0.002)));
+      // Keep the point under the cursor in place.
+      view.x = px - ((px - view.x) * zoom) / view.zoom;
+      view.y = py - ((py - view.y) * zoom) / view.zoom;
+      view.zoom = zoom;
+      if (zoom === 1) view.x = view.y = 0;
+      applyView();
+    },
+    { passive: false },
+  );
+  stack.addEventListener("pointerdown", (e) => {
+    if (!state.image?.scene) return;
+    view.drag = { x: e.clientX - view.x, y: e.clientY - view.y };
+    stack.classList.add("dragging");
+    stack.setPointerCapture(e.pointerId);
+  });
+  stack.addEventListener("pointermove", (e) => {
+    if (!view.drag) return;
+    view.x = e.clientX - view.drag.x;
+    view.y = e.clientY - view.drag.y;
+    applyView();
+  });
+  const end = () => {
+    view.drag = null;
+    stack.classList.remove("dragging");
+  };
+  stack.addEventListener("pointerup", end);
+  stack.addEventListener("pointercancel", end);
+  vp.addEventListener("dblclick", () => {
+    if (!state.image?.scene) return;
+    Object.assign(view, { zoom: 1, x: 0, y: 0 });
+    applyView();
+  });
+  $("download-tiff").addEventListener("click", () => {
+    const sc = state.result?.scene;
+    if (sc) download(new Blob([sc.geotiff], { type: "image/tiff" }), "mask.tif");
+  });
+  $("download-geojson").addEventListener("click", () => {
+    const sc = state.result?.scene;
+    if (sc) download(new Blob([sc.geojson], { type: "application/geo+json" }), "mask.geojson");
+  });
 }
 
 /** The correction clicks over the mask: green on the object, blue not on it. */
@@ -483,7 +698,7 @@ function drawClicks() {
  * point on the object, a right click or shift-click a point that is not; only SAM's decoder runs
  * again, on the sentence's cached prompts. */
 function addClick(event, positive) {
-  if (!state.result || state.busy || !state.image) return;
+  if (!state.result || state.busy || !state.image || state.image.scene) return;
   const canvas = $("image-canvas");
   const rect = canvas.getBoundingClientRect();
   const x = ((event.clientX - rect.left) / rect.width) * state.image.width;
@@ -604,6 +819,7 @@ async function loadSamples() {
 // Wiring
 
 function wireUi() {
+  wireSceneView();
   const zone = $("drop-zone");
   zone.addEventListener("dragover", (e) => {
     e.preventDefault();
@@ -635,7 +851,7 @@ function wireUi() {
   $("download").addEventListener("click", downloadMask);
   $("image-canvas").addEventListener("click", (e) => addClick(e, !e.shiftKey));
   $("image-canvas").addEventListener("contextmenu", (e) => {
-    if (!state.result) return;
+    if (!state.result || state.image?.scene) return;
     e.preventDefault();
     addClick(e, false);
   });

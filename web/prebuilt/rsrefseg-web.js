@@ -94,19 +94,26 @@ export function modelLoaded() {
  * `heatMin` and `heatMax`, `note` a warning or `null`, `iou` SAM's predicted IoU, `timings` ms
  * per stage (`text`, `prompter`, `decoder`, `post`, `total`). Empty or over-long sentences,
  * clicks outside the image and boxes without area are errors.
+ *
+ * On a whole scene the sentence is answered tile by tile; `onProgress` (if given) is called
+ * with a [`SceneProgress`] after every tile, and the result has `scene` (the tiles, the mask as
+ * a GeoTIFF and as GeoJSON).
  * @param {any} request
+ * @param {Function | null} [on_progress]
  * @returns {Promise<any>}
  */
-export function segment(request) {
-    const ret = wasm.segment(request);
+export function segment(request, on_progress) {
+    const ret = wasm.segment(request, isLikeNone(on_progress) ? 0 : addToExternrefTable0(on_progress));
     return ret;
 }
 
 /**
- * Decode an image file (PNG, JPEG, TIFF, BMP, WebP; at most 40 MB, 16384 px a side), pre-process
- * it on the host and encode it once with the loaded model; later `segment` calls reuse the
- * encoding. Resolves to an [`ImageInfo`] (`{width, height, backend, timings: {decode,
- * preprocess, encode}}`, ms).
+ * Decode an image file (PNG, JPEG, TIFF / GeoTIFF, BMP, WebP; at most 16384 px a side and 67
+ * megapixels), pre-process it on the host and encode it once with the loaded model; later
+ * `segment` calls reuse the encoding. A whole scene (a GeoTIFF, or an image more than 4× the
+ * model's input a side) is not encoded now: each sentence tiles it (`scene` in the result).
+ * Resolves to an [`ImageInfo`] (`{width, height, backend, timings: {decode, preprocess,
+ * encode}, scene?}`, ms).
  * @param {Uint8Array | number[]} file
  * @returns {Promise<any>}
  */
@@ -684,7 +691,7 @@ function __wbg_get_imports() {
                     const a = state0.a;
                     state0.a = 0;
                     try {
-                        return wasm_bindgen__convert__closures_____invoke__h0eca5772d1d31228(a, state0.b, arg0, arg1);
+                        return wasm_bindgen__convert__closures_____invoke__h629e387aeeb5abc9(a, state0.b, arg0, arg1);
                     } finally {
                         state0.a = a;
                     }
@@ -1022,13 +1029,13 @@ function __wbg_get_imports() {
             arg0.writeBuffer(arg1, arg2, getArrayU8FromWasm0(arg3, arg4), arg5, arg6);
         }, arguments); },
         __wbindgen_generic_0000000000000001: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 6673, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__ha74e75590487e2af);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 6746, ret: Unit, inner_ret: Some(Unit) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h965659020acdbefd);
             return ret;
         },
         __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 6879, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
-            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__he7e4a9718eec24ce);
+            // Cast intrinsic for `Closure(Closure { owned: true, function: Function { arguments: [Externref], shim_idx: 6952, ret: Result(Unit), inner_ret: Some(Result(Unit)) }, mutable: true }) -> Externref`.
+            const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h67ee8bb74342cebf);
             return ret;
         },
         __wbindgen_generic_0000000000000003: function(arg0) {
@@ -1066,19 +1073,19 @@ function __wbg_get_imports() {
     };
 }
 
-function wasm_bindgen__convert__closures_____invoke__ha74e75590487e2af(arg0, arg1, arg2) {
-    wasm.wasm_bindgen__convert__closures_____invoke__ha74e75590487e2af(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h965659020acdbefd(arg0, arg1, arg2) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h965659020acdbefd(arg0, arg1, arg2);
 }
 
-function wasm_bindgen__convert__closures_____invoke__he7e4a9718eec24ce(arg0, arg1, arg2) {
-    const ret = wasm.wasm_bindgen__convert__closures_____invoke__he7e4a9718eec24ce(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h67ee8bb74342cebf(arg0, arg1, arg2) {
+    const ret = wasm.wasm_bindgen__convert__closures_____invoke__h67ee8bb74342cebf(arg0, arg1, arg2);
     if (ret[1]) {
         throw takeFromExternrefTable0(ret[0]);
     }
 }
 
-function wasm_bindgen__convert__closures_____invoke__h0eca5772d1d31228(arg0, arg1, arg2, arg3) {
-    wasm.wasm_bindgen__convert__closures_____invoke__h0eca5772d1d31228(arg0, arg1, arg2, arg3);
+function wasm_bindgen__convert__closures_____invoke__h629e387aeeb5abc9(arg0, arg1, arg2, arg3) {
+    wasm.wasm_bindgen__convert__closures_____invoke__h629e387aeeb5abc9(arg0, arg1, arg2, arg3);
 }
 
 

@@ -3,7 +3,8 @@
 // and answers the page's requests one at a time. The page's UI thread never runs the model.
 //
 // Protocol (page → worker {id, op, args}; worker → page {type: "result", id, ok, result | error},
-// {type: "progress", id, loaded, total}, {type: "panic", message}, {type: "ready"},
+// {type: "progress", id, loaded, total} while a model downloads, {type: "progress", id, scene}
+// after each tile of a whole scene, {type: "panic", message}, {type: "ready"},
 // {type: "failed", error}): every op, its arguments and its result are defined once, as serde
 // structs, in crates/rsrefseg-web/src/messages.rs.
 
@@ -28,7 +29,8 @@ const ops = {
     api.loadModelUrl(String(url), (loaded, total) => self.postMessage({ type: "progress", id, loaded, total })),
   loadSynthetic: ({ seed }) => api.loadSyntheticModel(seed ?? undefined),
   setImage: ({ bytes }) => api.setImage(new Uint8Array(bytes)),
-  segment: (request) => api.segment(request),
+  // On a whole scene, a progress message after every tile.
+  segment: (request, id) => api.segment(request, (scene) => self.postMessage({ type: "progress", id, scene })),
 };
 
 // One request at a time, in arrival order (the model and the cached image are shared state).
@@ -45,6 +47,7 @@ self.onmessage = (event) => {
       const transfer = [];
       if (result && result.mask instanceof Uint8Array) transfer.push(result.mask.buffer);
       if (result && result.heat instanceof Uint8Array) transfer.push(result.heat.buffer);
+      if (result && result.scene && result.scene.geotiff instanceof Uint8Array) transfer.push(result.scene.geotiff.buffer);
       self.postMessage({ type: "result", id, ok: true, result }, transfer);
     } catch (err) {
       self.postMessage({ type: "result", id, ok: false, error: String(err && err.message ? err.message : err) });

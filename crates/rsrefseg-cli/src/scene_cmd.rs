@@ -45,7 +45,8 @@ pub struct TilingArgs {
     /// With localization: most tiles SAM answers.
     #[arg(long, default_value_t = 4)]
     pub max_tiles: usize,
-    /// With localization: answer tiles whose score is within this many logits of the best.
+    /// With localization: also answer the best tile's overlapping neighbours whose score is
+    /// within this many logits of it.
     #[arg(long, default_value_t = 1.0)]
     pub margin: f32,
 }

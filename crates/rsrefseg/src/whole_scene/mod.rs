@@ -69,8 +69,8 @@ pub fn wants_tiling(width: usize, height: usize, image_size: usize, georeference
 pub enum TileSelection {
     /// Every tile.
     All,
-    /// The tiles where the localization map peaks: the best one, and others whose score is
-    /// within `margin` (logits) of it, at most `max_tiles`.
+    /// The tiles where the localization map peaks: the best one, and the tiles overlapping it
+    /// whose score is within `margin` (logits) of it, at most `max_tiles`.
     Localize { max_tiles: usize, margin: f32 },
 }
 
@@ -225,13 +225,22 @@ fn dense_score<B: Backend>(dense: Tensor<B, 4>, g: Geometry) -> Tensor<B, 1> {
     dense.slice([0..1, 0..1, 0..mh.clamp(1, m), 0..mw.clamp(1, m)]).max()
 }
 
-/// Tiles to answer: the best-scoring tile and those within `margin` of it, at most `max_tiles`,
-/// in row-major order (the merger's order).
+/// Tiles to answer: the best-scoring tile, and the tiles overlapping it whose score is within
+/// `margin` of it (the referent may straddle a tile border), at most `max_tiles`, in row-major
+/// order (the merger's order). One place only: a referring expression names one object, and
+/// tiles answered elsewhere would only add false alarms.
 fn choose(reports: &[TileReport], max_tiles: usize, margin: f32) -> Vec<usize> {
     let mut ranked: Vec<(usize, f32)> = reports.iter().enumerate().filter_map(|(i, r)| r.score.map(|s| (i, s))).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let best = ranked.first().map_or(f32::NEG_INFINITY, |r| r.1);
-    let mut chosen: Vec<usize> = ranked.iter().take(max_tiles.max(1)).filter(|r| r.1 >= best - margin).map(|r| r.0).collect();
+    let Some(&(best, best_score)) = ranked.first() else { return Vec::new() };
+    let b = &reports[best];
+    let overlaps = |r: &TileReport| r.x0 < b.x0 + b.width && b.x0 < r.x0 + r.width && r.y0 < b.y0 + b.height && b.y0 < r.y0 + r.height;
+    let mut chosen: Vec<usize> = ranked
+        .iter()
+        .filter(|&&(i, s)| i == best || (s >= best_score - margin && overlaps(&reports[i])))
+        .take(max_tiles.max(1))
+        .map(|&(i, _)| i)
+        .collect();
     chosen.sort_unstable();
     chosen
 }
@@ -324,17 +333,20 @@ impl<B: Backend> Segmenter<B> {
 mod tests {
     use super::*;
 
-    fn report(score: f32) -> TileReport {
-        let t = Tile { row: 0, col: 0, x0: 0, y0: 0, width: 1, height: 1 };
+    fn report(col: usize, score: f32) -> TileReport {
+        let t = Tile { row: 0, col, x0: col * 192, y0: 0, width: 256, height: 256 };
         TileReport { score: Some(score), ..TileReport::new(&t) }
     }
 
     #[test]
-    fn the_best_tiles_are_chosen_in_scene_order() {
-        let r: Vec<TileReport> = [0.0, 5.0, 4.5, -3.0, 4.8, 3.0].into_iter().map(report).collect();
-        assert_eq!(choose(&r, 4, 1.0), vec![1, 2, 4]);
-        assert_eq!(choose(&r, 2, 1.0), vec![1, 4]);
+    fn the_best_tile_and_its_close_neighbours_are_chosen() {
+        // Tiles along a row: 1 is best; 2 overlaps it and is close; 4 is close but elsewhere.
+        let r: Vec<TileReport> = [0.0, 5.0, 4.5, -3.0, 4.8, 3.0].into_iter().enumerate().map(|(c, s)| report(c, s)).collect();
+        assert_eq!(choose(&r, 4, 1.0), vec![1, 2]);
+        assert_eq!(choose(&r, 4, 6.0), vec![0, 1, 2]);
+        assert_eq!(choose(&r, 1, 6.0), vec![1]);
         assert_eq!(choose(&r, 4, 0.0), vec![1]);
+        assert!(choose(&[], 4, 1.0).is_empty());
     }
 
     #[test]
