@@ -172,7 +172,8 @@ fn segment_scene<B: Backend>(
         bar.set_length(e.total as u64);
         bar.set_position(e.done as u64);
     };
-    let seg = block_on(segmenter.segment_scene(img, &tokens.sentence(), &options, &mut progress)).map_err(anyhow::Error::msg)?;
+    let mut scene_tokens = rsrefseg::whole_scene::SceneTokens::default();
+    let seg = block_on(segmenter.segment_scene(img, &tokens.sentence(), &options, &mut scene_tokens, &mut progress)).map_err(anyhow::Error::msg)?;
     bar.finish_and_clear();
     let sentence = args.text.text.clone().unwrap_or_default();
     let scene = crate::scene_cmd::write_outputs(&args.out_dir, img, geo, &seg, &sentence)?;

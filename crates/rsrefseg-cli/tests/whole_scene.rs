@@ -86,6 +86,12 @@ fn a_geotiff_scene_is_tiled_and_its_mask_keeps_the_georeferencing() {
     let report = json(report);
     assert_eq!(report["samples"].as_array().unwrap().len(), 2);
     assert!((0.0..=1.0).contains(&report["giou"].as_f64().unwrap()));
+    // eval-scene keeps SigLIP's tile tokens from the first sentence for the second: the second
+    // answer is the one a fresh `segment` gives.
+    let second = truth["targets"][1]["sentence"].as_str().unwrap().to_owned();
+    let fresh = dir.join("second");
+    ok(&rsrefseg(&["segment", "--image", &s(&data.join("scene.tif")), "--text", &second, "--out-dir", &s(&fresh)]));
+    assert_eq!(json(fresh.join("result.json"))["mask_pixels"], report["samples"][1]["mask_pixels"]);
 }
 
 /// A scene of exactly one tile: the tiled answer is the untiled one, pixel for pixel (the

@@ -3,14 +3,14 @@
 
 use crate::js::{error, from_js, to_js};
 use crate::messages::{ImageInfo, SceneInfo, SceneProgress, SegmentRequest, SegmentResult};
-use crate::session::{cached_prompts, current_image, current_model, set_cached_prompts, set_current_image, AnyImage, AnyPrompts, AnySegmenter};
+use crate::session::{cached_prompts, current_image, current_model, set_cached_prompts, set_current_image, AnyImage, AnyPrompts, AnySceneTokens, AnySegmenter};
 use burn::tensor::backend::Backend;
 use js_sys::Function;
 use rsrefseg::pre::RgbImage;
 use rsrefseg::segmenter::{now_ms, Corrections, EncodedImage, ImageTimings, Segmentation, Segmenter, SentencePrompts};
 use rsrefseg::whole_scene::geotiff::encode_mask_geotiff;
 use rsrefseg::whole_scene::grid::TileGrid;
-use rsrefseg::whole_scene::{decode_scene, polygons, reduce, wants_tiling, SceneEvent, SceneOptions, SceneSegmentation};
+use rsrefseg::whole_scene::{decode_scene, polygons, reduce, wants_tiling, SceneEvent, SceneOptions, SceneSegmentation, SceneTokens};
 use wasm_bindgen::prelude::*;
 
 /// Largest image or scene file the page takes: an uncompressed 8192² RGB GeoTIFF (192 MiB) fits;
@@ -58,7 +58,7 @@ pub async fn set_image(file: Vec<u8>) -> Result<JsValue, JsValue> {
         };
         let timings = ImageTimings { decode: decode_ms, preprocess: 0.0, encode: 0.0 };
         let info = ImageInfo { scene: Some(scene), ..ImageInfo::new((img.height, img.width), model.kind.name(), &timings) };
-        set_current_image(Some(AnyImage::Scene { image: img, geo, options }));
+        set_current_image(Some(AnyImage::Scene { image: img, geo, options, tokens: Default::default() }));
         return to_js(&info);
     }
     let (image, timings, size) = match &model.seg {
@@ -101,7 +101,7 @@ pub async fn segment(request: JsValue, on_progress: Option<Function>) -> Result<
     }
     let image = current_image().ok_or_else(|| error("no image: choose an image first"))?;
     let corrections = request.corrections();
-    if let AnyImage::Scene { image, geo, options } = image.as_ref() {
+    if let AnyImage::Scene { image, geo, options, tokens } = image.as_ref() {
         if !corrections.is_empty() {
             return Err(error("clicks and boxes correct one model input, not a whole scene: zoom into the object's tile and crop it to correct"));
         }
@@ -110,16 +110,35 @@ pub async fn segment(request: JsValue, on_progress: Option<Function>) -> Result<
                 let _ = f.call1(&JsValue::NULL, &v);
             }
         };
-        let (seg, tokens) = match &model.seg {
-            AnySegmenter::Gpu(s) => scene_query(s, image, &text, options, &mut report).await,
-            AnySegmenter::Cpu(s) => scene_query(s, image, &text, options, &mut report).await,
+        // The kept tile tokens are taken out for the query (no borrow across an await) and put
+        // back after it; tokens of another backend are dropped.
+        let kept = tokens.take();
+        let (seg, ids) = match &model.seg {
+            AnySegmenter::Gpu(s) => {
+                let mut t = match kept {
+                    AnySceneTokens::Gpu(t) => t,
+                    _ => SceneTokens::default(),
+                };
+                let r = scene_query(s, image, &text, options, &mut t, &mut report).await;
+                tokens.replace(AnySceneTokens::Gpu(t));
+                r
+            }
+            AnySegmenter::Cpu(s) => {
+                let mut t = match kept {
+                    AnySceneTokens::Cpu(t) => t,
+                    _ => SceneTokens::default(),
+                };
+                let r = scene_query(s, image, &text, options, &mut t, &mut report).await;
+                tokens.replace(AnySceneTokens::Cpu(t));
+                r
+            }
         }
         .map_err(error)?;
         let geotiff = encode_mask_geotiff(&seg.mask, seg.width, seg.height, geo.as_ref()).map_err(error)?;
         let traced = polygons::trace(&seg.mask, seg.width, seg.height, geo.as_ref()).map_err(error)?;
         let geojson = polygons::to_geojson(&traced, &text, geo.as_ref());
         let n = traced.polygons.0.len();
-        return to_js(&SegmentResult::from_scene(seg, tokens, model.kind.name(), geotiff, geojson, n));
+        return to_js(&SegmentResult::from_scene(seg, ids, model.kind.name(), geotiff, geojson, n));
     }
     // A plain request runs the whole query; corrections reuse the sentence's prompts.
     let cached = if corrections.is_empty() { None } else { cached_prompts(&text) };
@@ -148,10 +167,11 @@ async fn scene_query<B: Backend>(
     image: &RgbImage,
     text: &str,
     options: &SceneOptions,
+    tokens: &mut SceneTokens<B>,
     progress: &mut dyn FnMut(&SceneEvent),
 ) -> Result<(SceneSegmentation, Vec<u32>), String> {
     let sentence = s.sentence(text)?;
-    let seg = s.segment_scene(image, &sentence, options, progress).await?;
+    let seg = s.segment_scene(image, &sentence, options, tokens, progress).await?;
     Ok((seg, sentence.ids))
 }
 

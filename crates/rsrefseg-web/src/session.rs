@@ -8,7 +8,7 @@ use crate::messages::ModelInfo;
 use rsrefseg::pre::RgbImage;
 use rsrefseg::segmenter::{now_ms, EncodedImage, Segmenter, SentencePrompts};
 use rsrefseg::whole_scene::geotiff::GeoReference;
-use rsrefseg::whole_scene::SceneOptions;
+use rsrefseg::whole_scene::{SceneOptions, SceneTokens};
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::WebGpu;
 use js_sys::{Function, Promise, Reflect, Uint8Array};
@@ -28,7 +28,17 @@ pub(crate) enum AnySegmenter {
 pub(crate) enum AnyImage {
     Gpu(EncodedImage<WebGpu>),
     Cpu(EncodedImage<crate::CpuBackend>),
-    Scene { image: RgbImage, geo: Option<GeoReference>, options: SceneOptions },
+    Scene { image: RgbImage, geo: Option<GeoReference>, options: SceneOptions, tokens: RefCell<AnySceneTokens> },
+}
+
+/// SigLIP's tile tokens of the current scene, on the backend that made them (kept between
+/// sentences: only the first sentence on a scene runs SigLIP on every tile).
+#[derive(Default)]
+pub(crate) enum AnySceneTokens {
+    #[default]
+    None,
+    Gpu(SceneTokens<WebGpu>),
+    Cpu(SceneTokens<crate::CpuBackend>),
 }
 
 /// A sentence's cached prompts on the current image (for corrections: decoder only).

@@ -23,7 +23,8 @@ pub mod merge;
 pub mod polygons;
 
 use crate::post::logits_at_original_size;
-use crate::pre::{to_x01, Geometry, RgbImage};
+use crate::model::ImageEncoding;
+use crate::pre::{keep_ratio_size, sam_pixels, to_x01, Geometry, RgbImage};
 use crate::segmenter::{fence, now_ms, read, Segmenter, Sentence};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -206,6 +207,57 @@ pub fn reduce(img: &RgbImage, max_side: usize) -> (RgbImage, usize) {
     (RgbImage { height: h, width: w, data }, k)
 }
 
+/// Most bytes of SigLIP image tokens a [`SceneTokens`] keeps (an 8192² scene in nano's 1 849
+/// tiles needs 231 MiB); tiles beyond it are encoded again for each sentence.
+pub const MAX_SCENE_TOKEN_BYTES: usize = 256 << 20;
+
+/// SigLIP's image tokens `v` `[1, g², d1]` of a scene's tiles, kept between sentences: they do
+/// not depend on the sentence, so another sentence's localization map costs only the prompter
+/// on each tile, and SAM's answer skips SigLIP. Belongs to one scene and tiling: the caller
+/// keeps one per scene (a different tiling clears it).
+pub struct SceneTokens<B: Backend> {
+    /// `(width, height, tile, overlap)` of the tiling the tokens belong to.
+    key: Option<(usize, usize, usize, usize)>,
+    tiles: Vec<Option<Tensor<B, 3>>>,
+    bytes: usize,
+}
+
+impl<B: Backend> Default for SceneTokens<B> {
+    fn default() -> Self {
+        SceneTokens { key: None, tiles: Vec::new(), bytes: 0 }
+    }
+}
+
+impl<B: Backend> SceneTokens<B> {
+    /// Bytes of the tokens held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn prepare(&mut self, key: (usize, usize, usize, usize), n: usize) {
+        if self.key != Some(key) || self.tiles.len() != n {
+            *self = SceneTokens { key: Some(key), tiles: vec![None; n], bytes: 0 };
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<Tensor<B, 3>> {
+        self.tiles.get(i).cloned().flatten()
+    }
+
+    fn keep(&mut self, i: usize, v: &Tensor<B, 3>) {
+        let bytes = v.shape().num_elements() * std::mem::size_of::<f32>();
+        if self.bytes + bytes <= MAX_SCENE_TOKEN_BYTES && i < self.tiles.len() && self.tiles[i].is_none() {
+            self.tiles[i] = Some(v.clone());
+            self.bytes += bytes;
+        }
+    }
+}
+
+/// The geometry `to_x01` gives a tile (computed without touching its pixels).
+fn tile_geometry(t: &Tile, size: usize) -> Geometry {
+    Geometry { original: (t.height, t.width), resized: keep_ratio_size(t.height, t.width, size), padded: size }
+}
+
 /// The pixels of `tile` cut out of `img`.
 fn crop(img: &RgbImage, t: &Tile) -> RgbImage {
     let mut data = Vec::with_capacity(t.width * t.height * 3);
@@ -247,16 +299,20 @@ fn choose(reports: &[TileReport], max_tiles: usize, margin: f32) -> Vec<usize> {
 
 impl<B: Backend> Segmenter<B> {
     /// Answer `sentence` on a whole scene, tile by tile, reporting progress after every tile.
+    /// `tokens` keeps SigLIP's tile tokens for further sentences on the same scene (pass the
+    /// same one for every sentence of a scene, a new one for another scene).
     pub async fn segment_scene(
         &self,
         img: &RgbImage,
         sentence: &Sentence,
         options: &SceneOptions,
+        tokens: &mut SceneTokens<B>,
         progress: &mut dyn FnMut(&SceneEvent),
     ) -> Result<SceneSegmentation, String> {
         let t0 = now_ms();
         let grid = TileGrid::new(img.width, img.height, options.tile, options.overlap)?;
         let tiles = grid.tiles();
+        tokens.prepare((img.width, img.height, options.tile, options.overlap), tiles.len());
         let mut reports: Vec<TileReport> = tiles.iter().map(TileReport::new).collect();
         // The text tower does not see the image: once for the whole scene.
         let (text, note) = self.encode_sentence(sentence);
@@ -267,8 +323,16 @@ impl<B: Backend> Segmenter<B> {
             TileSelection::All => (0..tiles.len()).collect(),
             TileSelection::Localize { max_tiles, margin } => {
                 for (i, t) in tiles.iter().enumerate() {
-                    let (x01, g) = to_x01::<B>(&crop(img, t), self.image_size, &self.device);
-                    let v = self.model.encode_aligner(x01);
+                    let g = tile_geometry(t, self.image_size);
+                    let v = match tokens.get(i) {
+                        Some(v) => v,
+                        None => {
+                            let (x01, _) = to_x01::<B>(&crop(img, t), self.image_size, &self.device);
+                            let v = self.model.encode_aligner(x01);
+                            tokens.keep(i, &v);
+                            v
+                        }
+                    };
                     let prompts = self.model.prompt_from(&v, &text);
                     let dense = prompts.dense.ok_or("this model has no dense prompt, so it cannot localize: answer every tile")?;
                     let score = read(dense_score(dense, g)).await?[0];
@@ -285,7 +349,15 @@ impl<B: Backend> Segmenter<B> {
         for (k, &i) in chosen.iter().enumerate() {
             let t = &tiles[i];
             let (x01, g) = to_x01::<B>(&crop(img, t), self.image_size, &self.device);
-            let encoding = self.model.encode_image(x01);
+            let v = match tokens.get(i) {
+                Some(v) => v,
+                None => {
+                    let v = self.model.encode_aligner(x01.clone());
+                    tokens.keep(i, &v);
+                    v
+                }
+            };
+            let encoding = ImageEncoding { v, sam: self.model.sam.encode_image(sam_pixels(x01)) };
             let prompter = self.model.prompt(&encoding, &text);
             if reports[i].score.is_none() {
                 if let Some(dense) = &prompter.dense {
@@ -347,6 +419,17 @@ mod tests {
         assert_eq!(choose(&r, 1, 6.0), vec![1]);
         assert_eq!(choose(&r, 4, 0.0), vec![1]);
         assert!(choose(&[], 4, 1.0).is_empty());
+    }
+
+    #[test]
+    fn tile_geometry_is_what_pre_processing_gives() {
+        type B = burn::backend::NdArray;
+        for (w, h) in [(256, 256), (100, 80), (300, 200)] {
+            let img = RgbImage { height: h, width: w, data: vec![0; w * h * 3] };
+            let t = Tile { row: 0, col: 0, x0: 0, y0: 0, width: w, height: h };
+            let (_, g) = to_x01::<B>(&img, 256, &Default::default());
+            assert_eq!(tile_geometry(&t, 256), g);
+        }
     }
 
     #[test]
