@@ -139,16 +139,22 @@ fn load_model_unchecked<B: Backend>(args: &ModelArgs, config: &RsRefSegConfig, d
 /// Decode an image file, naming the file in every error.
 pub fn read_image(path: &Path) -> Result<RgbImage> {
     use rsrefseg::segmenter::{decode_image, MAX_FILE_BYTES};
-    // The size is checked before the file is read (the page's limits, rsrefseg::segmenter).
+    let bytes = read_image_file(path, MAX_FILE_BYTES, "image")?;
+    decode_image(&bytes).map_err(|e| anyhow!("the image {}: {e}", path.display()))
+}
+
+/// The bytes of an image file, its size checked before it is read (the pipeline's limits:
+/// `max` bytes, `what` names them: "image", "scene").
+pub fn read_image_file(path: &Path, max: usize, what: &str) -> Result<Vec<u8>> {
     let len = std::fs::metadata(path).with_context(|| format!("cannot read the image {}", path.display()))?.len();
-    if len > MAX_FILE_BYTES as u64 {
-        bail!("the image {} is {:.1} MB; the largest accepted image file is {} MB", path.display(), len as f64 / (1024.0 * 1024.0), MAX_FILE_BYTES >> 20);
+    if len > max as u64 {
+        bail!("the image {} is {:.1} MB; the largest accepted {what} file is {} MB", path.display(), len as f64 / (1024.0 * 1024.0), max >> 20);
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read the image {}", path.display()))?;
     if bytes.is_empty() {
         bail!("the image {} is an empty file", path.display());
     }
-    decode_image(&bytes).map_err(|e| anyhow!("the image {}: {e}", path.display()))
+    Ok(bytes)
 }
 
 /// Token ids and attention mask `[1, l]` of one sentence, checked against the text tower.

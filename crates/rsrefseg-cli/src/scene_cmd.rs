@@ -12,7 +12,7 @@ use rsrefseg::segmenter::{block_on, Segmenter};
 use rsrefseg::synth::large::{generate_large_scene, MAX_CELLS};
 use rsrefseg::train::checkpoint_io::{lock_dir, write_atomic};
 use rsrefseg::whole_scene::geotiff::{encode_mask_geotiff, encode_rgb_geotiff, GeoReference};
-use rsrefseg::whole_scene::{decode_scene, polygons, wants_tiling, SceneOptions, SceneSegmentation, TileSelection, MAX_SCENE_FILE_BYTES};
+use rsrefseg::whole_scene::{decode_scene, polygons, reduce, wants_tiling, SceneOptions, SceneSegmentation, TileSelection, MAX_SCENE_FILE_BYTES};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -79,14 +79,7 @@ impl TilingArgs {
 
 /// Read a scene or image file (size checked before reading) with its georeferencing.
 pub fn read_scene(path: &Path) -> Result<(RgbImage, Option<GeoReference>)> {
-    let len = std::fs::metadata(path).with_context(|| format!("cannot read the image {}", path.display()))?.len();
-    if len > MAX_SCENE_FILE_BYTES as u64 {
-        bail!("the image {} is {:.1} MB; the largest accepted scene file is {} MB", path.display(), len as f64 / 1048576.0, MAX_SCENE_FILE_BYTES >> 20);
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read the image {}", path.display()))?;
-    if bytes.is_empty() {
-        bail!("the image {} is an empty file", path.display());
-    }
+    let bytes = model_files::read_image_file(path, MAX_SCENE_FILE_BYTES, "scene")?;
     decode_scene(&bytes).map_err(|e| anyhow!("the image {}: {e}", path.display()))
 }
 
@@ -126,15 +119,16 @@ fn save_png(img: &image::DynamicImage, path: &Path) -> Result<()> {
     write_atomic(path, png.get_ref()).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The scene reduced so its long side is at most [`OVERVIEW_SIDE`], by point sampling, with the
-/// mask tinted red (a reduced pixel is red when any scene pixel it stands for is in the mask, so
+/// The scene reduced so its long side is at most [`OVERVIEW_SIDE`] (block means,
+/// `rsrefseg::whole_scene::reduce`), with the mask tinted red (a reduced pixel is red when any scene pixel it stands for is in the mask, so
 /// small objects stay visible) and SAM's tiles outlined.
 fn overview(img: &RgbImage, seg: &SceneSegmentation) -> image::RgbImage {
-    let k = img.width.max(img.height).div_ceil(OVERVIEW_SIDE).max(1);
-    let (w, h) = (img.width.div_ceil(k), img.height.div_ceil(k));
+    let (small, k) = reduce(img, OVERVIEW_SIDE);
+    let (w, h) = (small.width, small.height);
     let mut out = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
         let (sx, sy) = (x as usize * k, y as usize * k);
-        let px = &img.data[(sy * img.width + sx) * 3..(sy * img.width + sx) * 3 + 3];
+        let i = (y as usize * w + x as usize) * 3;
+        let px = &small.data[i..i + 3];
         let hit = (sy..(sy + k).min(img.height)).any(|yy| seg.mask[yy * img.width + sx..yy * img.width + (sx + k).min(img.width)].iter().any(|&m| m != 0));
         if hit {
             image::Rgb([255, 40, 40])

@@ -227,18 +227,24 @@ pub fn now_ms() -> f64 {
     START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1e3
 }
 
-/// Decode an image file with clear errors for empty, oversized, corrupt or unsupported files.
-pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
-    if bytes.is_empty() {
+/// Refuse an empty file, or one above `max` bytes, naming the limit (`what`: "image", "scene").
+pub fn check_file_size(len: usize, max: usize, what: &str) -> Result<(), String> {
+    if len == 0 {
         return Err("the file is empty".into());
     }
-    if bytes.len() > MAX_FILE_BYTES {
+    if len > max {
         return Err(format!(
-            "the file is {:.1} MB; the largest accepted image file is {} MB",
-            bytes.len() as f64 / (1024.0 * 1024.0),
-            MAX_FILE_BYTES >> 20
+            "the file is {:.1} MB; the largest accepted {what} file is {} MB",
+            len as f64 / (1024.0 * 1024.0),
+            max >> 20
         ));
     }
+    Ok(())
+}
+
+/// Decode an image file with clear errors for empty, oversized, corrupt or unsupported files.
+pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
+    check_file_size(bytes.len(), MAX_FILE_BYTES, "image")?;
     // The side and area limits (crate::pre) are checked from the header before decoding.
     RgbImage::decode(bytes).map_err(|e| e.to_string())
 }

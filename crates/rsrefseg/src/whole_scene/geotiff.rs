@@ -220,58 +220,42 @@ pub fn encode_mask_geotiff(mask: &[u8], width: usize, height: usize, geo: Option
     if mask.len() != width * height || width == 0 || height == 0 {
         return Err(format!("a mask of {} pixels does not match {width}×{height}", mask.len()));
     }
-    let err = |e: tiff::TiffError| format!("cannot encode the mask GeoTIFF: {e}");
-    let mut out = Cursor::new(Vec::new());
-    let mut enc = TiffEncoder::new(&mut out).map_err(err)?.with_compression(Compression::Lzw);
-    let mut image = enc.new_image::<colortype::Gray8>(width as u32, height as u32).map_err(err)?;
-    if let Some(g) = geo {
-        let e = image.encoder();
-        if let Some(v) = &g.pixel_scale {
-            e.write_tag(Tag::ModelPixelScaleTag, v.as_slice()).map_err(err)?;
-        }
-        if let Some(v) = &g.tiepoints {
-            e.write_tag(Tag::ModelTiepointTag, v.as_slice()).map_err(err)?;
-        }
-        if let Some(v) = &g.transformation {
-            e.write_tag(Tag::ModelTransformationTag, v.as_slice()).map_err(err)?;
-        }
-        if let Some(v) = &g.geo_keys {
-            e.write_tag(Tag::GeoKeyDirectoryTag, v.as_slice()).map_err(err)?;
-        }
-        if let Some(v) = &g.geo_doubles {
-            e.write_tag(Tag::GeoDoubleParamsTag, v.as_slice()).map_err(err)?;
-        }
-        if let Some(v) = &g.geo_ascii {
-            e.write_tag(Tag::GeoAsciiParamsTag, v.as_str()).map_err(err)?;
-        }
-    }
     let binary: Vec<u8> = mask.iter().map(|&m| if m != 0 { 255 } else { 0 }).collect();
-    // Whole-image writes (the crate picks the strips); its strip-by-strip path with compression
-    // wrote streams its own decoder rejects.
-    image.write_data(&binary).map_err(err)?;
-    drop(enc);
-    Ok(out.into_inner())
+    encode::<colortype::Gray8>(width, height, &binary, geo).map_err(|e| format!("cannot encode the mask GeoTIFF: {e}"))
 }
 
 /// Write an RGB scene as a GeoTIFF (LZW), e.g. a generated test scene.
 pub fn encode_rgb_geotiff(img: &RgbImage, geo: Option<&GeoReference>) -> Result<Vec<u8>, String> {
-    let err = |e: tiff::TiffError| format!("cannot encode the GeoTIFF: {e}");
+    encode::<colortype::RGB8>(img.width, img.height, &img.data, geo).map_err(|e| format!("cannot encode the GeoTIFF: {e}"))
+}
+
+/// One LZW-compressed image of colour type `C` with the georeferencing tags that `geo` has.
+fn encode<C: colortype::ColorType<Inner = u8>>(width: usize, height: usize, data: &[u8], geo: Option<&GeoReference>) -> tiff::TiffResult<Vec<u8>> {
     let mut out = Cursor::new(Vec::new());
-    let mut enc = TiffEncoder::new(&mut out).map_err(err)?.with_compression(Compression::Lzw);
-    let mut image = enc.new_image::<colortype::RGB8>(img.width as u32, img.height as u32).map_err(err)?;
+    let mut enc = TiffEncoder::new(&mut out)?.with_compression(Compression::Lzw);
+    let mut image = enc.new_image::<C>(width as u32, height as u32)?;
     if let Some(g) = geo {
         let e = image.encoder();
-        if let Some(v) = &g.pixel_scale {
-            e.write_tag(Tag::ModelPixelScaleTag, v.as_slice()).map_err(err)?;
-        }
-        if let Some(v) = &g.tiepoints {
-            e.write_tag(Tag::ModelTiepointTag, v.as_slice()).map_err(err)?;
+        for (tag, v) in [
+            (Tag::ModelPixelScaleTag, &g.pixel_scale),
+            (Tag::ModelTiepointTag, &g.tiepoints),
+            (Tag::ModelTransformationTag, &g.transformation),
+            (Tag::GeoDoubleParamsTag, &g.geo_doubles),
+        ] {
+            if let Some(v) = v {
+                e.write_tag(tag, v.as_slice())?;
+            }
         }
         if let Some(v) = &g.geo_keys {
-            e.write_tag(Tag::GeoKeyDirectoryTag, v.as_slice()).map_err(err)?;
+            e.write_tag(Tag::GeoKeyDirectoryTag, v.as_slice())?;
+        }
+        if let Some(v) = &g.geo_ascii {
+            e.write_tag(Tag::GeoAsciiParamsTag, v.as_str())?;
         }
     }
-    image.write_data(&img.data).map_err(err)?;
+    // Whole-image writes (the crate picks the strips); its strip-by-strip path with compression
+    // wrote streams its own decoder rejects.
+    image.write_data(data)?;
     drop(enc);
     Ok(out.into_inner())
 }

@@ -25,7 +25,7 @@ pub mod polygons;
 use crate::post::logits_at_original_size;
 use crate::model::ImageEncoding;
 use crate::pre::{keep_ratio_size, sam_pixels, to_x01, Geometry, RgbImage};
-use crate::segmenter::{fence, now_ms, read, Segmenter, Sentence};
+use crate::segmenter::{check_file_size, fence, now_ms, read, Segmenter, Sentence};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use grid::{Tile, TileGrid};
@@ -40,16 +40,7 @@ pub const MAX_SCENE_FILE_BYTES: usize = 768 * 1024 * 1024;
 /// the pipeline reads has none. Limits as [`crate::segmenter::decode_image`], but for the file
 /// size ([`MAX_SCENE_FILE_BYTES`]).
 pub fn decode_scene(bytes: &[u8]) -> Result<(RgbImage, Option<geotiff::GeoReference>), String> {
-    if bytes.is_empty() {
-        return Err("the file is empty".into());
-    }
-    if bytes.len() > MAX_SCENE_FILE_BYTES {
-        return Err(format!(
-            "the file is {:.1} MB; the largest accepted scene file is {} MB",
-            bytes.len() as f64 / (1024.0 * 1024.0),
-            MAX_SCENE_FILE_BYTES >> 20
-        ));
-    }
+    check_file_size(bytes.len(), MAX_SCENE_FILE_BYTES, "scene")?;
     if geotiff::is_tiff(bytes) {
         return geotiff::decode_geotiff(bytes);
     }
