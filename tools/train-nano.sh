@@ -4,7 +4,8 @@
 #
 #   1. vision-language  nano-SigLIP, SigLIP's sigmoid loss on regions/patches vs expressions
 #   2. promptable       nano-SAM from points, boxes and coarse masks + a correction click
-#   3. referring        RSRefSeg 2's loss, encoders of 1-2 frozen (one encoding per scene)
+#   3. referring        RSRefSeg 2's loss (+ a dense-prompt term), encoders of 1-2 frozen
+#                       (one encoding per scene)
 #
 # then the test-split evaluation (a synthetic set of a seed no stage trains or validates on),
 # the f32 weights and the q8 web bundle.
@@ -25,6 +26,7 @@ cd "$(dirname "$0")/.."
 S1=${S1:-1200}    # steps of each stage
 S2=${S2:-1000}
 S2B=${S2B:-600}
+S2C=${S2C:-800}
 S3=${S3:-1400}
 ABLATION=${ABLATION:-}
 WORK=${WORK:-target/nano-stages}
@@ -74,9 +76,12 @@ wait "$P2"
 # at step 750), so a second cosine cycle continues it on new scenes (data seed 2).
 stage 2b-promptable "$S2B" "$WORK/2-promptable/weights.safetensors" --stage promptable --scenes-per-step 4 \
     --lr 5e-4 --warmup-steps 50 --val-every 200 --data-seed 2
-"$BIN" stage --out "$WORK/$REF" --steps "$S3" --resume --init "$WORK/2b-promptable/weights.safetensors" \
+# A third cycle (data seed 3) still raises it: IoU from a box 0.65 → 0.71, from a point 0.64 → 0.68.
+stage 2c-promptable "$S2C" "$WORK/2b-promptable/weights.safetensors" --stage promptable --scenes-per-step 4 \
+    --lr 5e-4 --warmup-steps 50 --val-every 200 --data-seed 3
+"$BIN" stage --out "$WORK/$REF" --steps "$S3" --resume --init "$WORK/2c-promptable/weights.safetensors" \
     --siglip-from "$WORK/1-vision-language/weights.safetensors" \
-    --config "$CONFIG" --stage referring --scenes-per-step 4 --lr 5e-4 --warmup-steps 100 --val-every 200 \
+    --config "$CONFIG" --stage referring --scenes-per-step 4 --lr 5e-4 --warmup-steps 100 --val-every 200 --dense-loss 1 \
     ${THREADS:+--threads "$THREADS"}
 
 "$BIN" eval --config "$CONFIG" --tokenizer models/nano/tokenizer.json --weights "$WORK/$REF/weights.safetensors" \
@@ -87,9 +92,10 @@ if [ -z "$ABLATION" ] && [ "$WORK" = target/nano-stages ]; then
     cp "$WORK/1-vision-language/weights.safetensors" "$SHIPPED/1-vision-language.safetensors"
     cp "$WORK/2-promptable/weights.safetensors" "$SHIPPED/2-promptable.safetensors"
     cp "$WORK/2b-promptable/weights.safetensors" "$SHIPPED/2b-promptable.safetensors"
+    cp "$WORK/2c-promptable/weights.safetensors" "$SHIPPED/2c-promptable.safetensors"
     cp "$WORK/$REF/weights.safetensors" models/nano/nano.safetensors
     cp "$WORK/eval-test-$REF.json" models/nano/eval-test.json
-    for s in 1-vision-language 2-promptable 2b-promptable 3-referring; do
+    for s in 1-vision-language 2-promptable 2b-promptable 2c-promptable 3-referring; do
         for p in loss val; do
             [ -f "$WORK/$s/plots/$p.svg" ] && cp "$WORK/$s/plots/$p.svg" "models/nano/plots/$s-$p.svg"
         done

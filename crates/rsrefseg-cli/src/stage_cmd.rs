@@ -99,6 +99,11 @@ pub struct StageArgs {
     /// alarm), both answers in the loss: the decoder learns to follow clicks.
     #[arg(long)]
     pub correction_clicks: bool,
+    /// Stage 3: weight of a loss on the dense prompt itself (BCE + Dice against the referent's
+    /// coverage of SAM's mask-input cells), so that the prompter hands SAM the coarse mask of
+    /// its object that stage 2 taught SAM to follow. 0 = RSRefSeg 2's loss alone.
+    #[arg(long, default_value_t = 0.0)]
+    pub dense_loss: f64,
     /// Seed of the training scene stream (held-out scenes use another stream).
     #[arg(long, default_value_t = 1)]
     pub data_seed: u64,
@@ -151,6 +156,12 @@ pub fn run(args: StageArgs) -> Result<()> {
     }
     if !(args.grad_clip.is_finite() && args.grad_clip > 0.0) {
         bail!("--grad-clip must be a finite number > 0, not {}", args.grad_clip);
+    }
+    if !(args.dense_loss.is_finite() && args.dense_loss >= 0.0) {
+        bail!("--dense-loss must be a finite number ≥ 0, not {}", args.dense_loss);
+    }
+    if args.dense_loss > 0.0 && args.stage != StageArg::Referring {
+        bail!("--dense-loss weighs a stage-3 term; it needs --stage referring");
     }
     if args.scenes_per_step > 64 || args.expressions_per_scene > 32 {
         bail!("at most 64 scenes per step and 32 expressions per scene (memory grows with both)");
@@ -236,6 +247,7 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
         tune_sam_encoder: args.tune_sam_encoder,
         tune_siglip_vision: args.tune_siglip_vision,
         correction_clicks: args.correction_clicks,
+        dense_loss: args.dense_loss,
     };
     let mut runner = StageRunner::new(TrainModel::from_model(model, None, device), stage_config);
     if args.resume {
@@ -265,7 +277,7 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
                     stages::promptable::loss(&model.model.sam, &samples, grid, &mut rng, device)
                 }
                 Stage::Referring => {
-                    stages::referring::loss(model, &config, &tokenizer, &refseg, &samples, runner.config.encoder_tuning(), runner.config.correction_clicks, device)
+                    stages::referring::loss(model, &config, &tokenizer, &refseg, &samples, &runner.config, device)
                 }
             }
             .map_err(|e| anyhow!("step {step}: {e}"))?

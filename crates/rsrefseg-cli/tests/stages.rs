@@ -62,13 +62,21 @@ fn three_stages_chain_and_resume() {
         assert!(svg.starts_with("<svg") && svg.contains("optimizer step") && svg.contains(terms[0]));
         assert!(dir.join("checkpoint/state.json").is_file());
     }
-    // Stage 3 with a correction round: the clicked answer is a loss term of its own.
+    // Stage 3 with a correction round and the dense-prompt term: each is a loss term of its own.
     let clicked = dir.join("3-clicks");
-    let out = run_stage("referring", &clicked, &["--init", init.to_str().unwrap(), "--siglip-from", siglip.to_str().unwrap(), "--correction-clicks"]);
+    let out = run_stage(
+        "referring",
+        &clicked,
+        &["--init", init.to_str().unwrap(), "--siglip-from", siglip.to_str().unwrap(), "--correction-clicks", "--dense-loss", "1"],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let log = lines(&clicked.join("metrics.jsonl"));
     let last = log.iter().filter(|l| l["kind"] == "step").last().unwrap();
-    assert!(last["clicked"].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{last}");
+    for term in ["clicked", "dense"] {
+        assert!(last[term].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{term}: {last}");
+    }
+    let plain = lines(&refer.join("metrics.jsonl"));
+    assert!(plain.iter().all(|l| l.get("dense").is_none()), "the dense term is off by default");
 
     // The final model loads and evaluates as a whole (stage 3's output is a full nano model).
     let weights = std::fs::read(refer.join("weights.safetensors")).unwrap();
@@ -96,6 +104,8 @@ fn bad_stage_options_are_refused_by_name() {
         (&["--lr", "NaN"][..], "--lr"),
         (&["--lr=-1"][..], "--lr"),
         (&["--data-seed", "5", "--val-seed", "5"][..], "--val-seed"),
+        (&["--dense-loss=-1"][..], "--dense-loss"),
+        (&["--dense-loss", "1"][..], "--stage referring"),
     ] {
         let out = run_stage("vision-language", &dir.join("x"), extra);
         assert!(!out.status.success(), "{extra:?} accepted");

@@ -103,6 +103,9 @@ pub struct StageConfig {
     /// [`referring`]), so that the decoder learns to follow the page's clicks.
     #[serde(default)]
     pub correction_clicks: bool,
+    /// Stage 3: weight of the dense-prompt term (see [`referring`]); 0 = RSRefSeg 2's loss alone.
+    #[serde(default)]
+    pub dense_loss: f64,
 }
 
 impl StageConfig {

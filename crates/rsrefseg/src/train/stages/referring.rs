@@ -9,7 +9,11 @@
 //! LoRA), still once per scene; with `tune_siglip_vision` SigLIP's vision tower is fine-tuned
 //! on the referring loss (stage 1's alignment is then its starting point, not a constraint).
 //!
-//! One term is added to the released recipe: SAM's IoU-head loss (MSE between the predicted IoU
+//! Two terms are added to the released recipe. With `dense_loss` > 0, the dense prompt itself is
+//! scored (BCE + Dice against the referent's coverage of each mask-input pixel): stage 2 taught
+//! SAM to segment from a coarse mask of its object on the SigLIP grid, and this term asks the
+//! prompter for exactly that, where the mask terms reach the prompter only through SAM's decoder.
+//! And SAM's IoU-head loss (MSE between the predicted IoU
 //! and the IoU the mask reaches, as in stage 2). RSRefSeg 2 inherits a trained IoU head from SAM
 //! and never trains it; the nano model's would otherwise drift away from its masks while the
 //! decoder is fine-tuned, and the page shows the predicted IoU to the user.
@@ -92,10 +96,10 @@ pub fn loss<B: AutodiffBackend>(
     tokenizer: &TextTokenizer,
     refseg: &RefSegLoss,
     samples: &[StreamSample],
-    tune: EncoderTuning,
-    correction_clicks: bool,
+    stage: &super::StageConfig,
     device: &B::Device,
 ) -> Result<StageLoss<B>, String> {
+    let (tune, correction_clicks) = (stage.encoder_tuning(), stage.correction_clicks);
     let mut rows = Vec::new();
     let mut sentences = Vec::new();
     let mut targets: Vec<&[u8]> = Vec::new();
@@ -141,6 +145,15 @@ pub fn loss<B: AutodiffBackend>(
         ("contrastive", terms.contrastive),
         ("iou", iou),
     ];
+    if let (true, Some(dense)) = (stage.dense_loss > 0.0, out.prompter.dense.clone()) {
+        let m = dense.dims()[2];
+        let target = coverage(gt.clone(), m);
+        let term = (crate::loss::bce_dice::bce_with_logits(dense.clone(), target.clone())
+            + crate::loss::bce_dice::dice(dense, target))
+        .mul_scalar(stage.dense_loss);
+        total = total + term.clone();
+        parts.push(("dense", term));
+    }
     if let Some((text, prompter)) = second {
         // SAM's interactive recipe on top of the sentence: a click where the first answer is
         // most wrong (as `rsrefseg eval --clicks` simulates the user), the decoder run again,
@@ -169,6 +182,15 @@ pub fn loss<B: AutodiffBackend>(
         parts.push(("clicked", clicked));
     }
     Ok(StageLoss { total, terms: parts })
+}
+
+/// The fraction of each of `m × m` cells a mask covers (area average).
+///
+/// `[n, 1, S, S]` (S a multiple of m) → `[n, 1, m, m]`
+fn coverage<B: burn::tensor::backend::Backend>(gt: Tensor<B, 4>, m: usize) -> Tensor<B, 4> {
+    let [n, _, s, _] = gt.dims();
+    let f = s / m;
+    gt.reshape([n, m, f, m, f]).mean_dim(4).mean_dim(2).reshape([n, 1, m, m])
 }
 
 /// One correction click per expression `[n, 1]` at the interior of the largest error of the
