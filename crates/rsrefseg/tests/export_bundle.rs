@@ -419,9 +419,15 @@ fn run_scenes(model: &RsRefSeg<B>, scenes: &[(u64, u64)]) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Pixels whose f32 logit sits within q8's rounding of 0 flip either way: up to two per mask
+/// border are rounding, not a quantisation defect.
+const ROUNDING_PIXELS: usize = 2;
+
 /// The q8 bundle's masks against the f32 model's on `scenes`; returns (pooled IoU = Σ∩ / Σ∪ over
-/// the scenes, min per-scene IoU, max |Δ logit| relative to the scene's f32 logit range).
-/// Pooled, because a 40-pixel mask losing 2 border pixels to rounding is IoU 0.95 on its own.
+/// the scenes, min per-scene IoU over the scenes whose masks differ by more than
+/// [`ROUNDING_PIXELS`], max |Δ logit| relative to the scene's f32 logit range).
+/// Pooled, because a 40-pixel mask losing 2 border pixels to rounding is IoU 0.95 on its own
+/// (and a 15-pixel one 0.88): the per-scene bound holds for any larger difference.
 fn compare_q8(config: &RsRefSegConfig, tensors: &BundleTensors, scenes: &[(u64, u64)]) -> (f32, f32, f32) {
     let f32_model =
         Bundle::from_bytes(write_bundle(config, &tokenizer_json(), tensors, &opts(Quant::F32, false)).unwrap())
@@ -448,7 +454,11 @@ fn compare_q8(config: &RsRefSegConfig, tensors: &BundleTensors, scenes: &[(u64, 
             range.0,
             range.1
         );
-        worst = (worst.0.min(iou), worst.1.max(diff / (range.1 - range.0).max(1e-6)));
+        let flipped = x.iter().zip(y).filter(|(p, q)| (**p > 0.0) != (**q > 0.0)).count();
+        if flipped > ROUNDING_PIXELS {
+            worst.0 = worst.0.min(iou);
+        }
+        worst.1 = worst.1.max(diff / (range.1 - range.0).max(1e-6));
     }
     (if union == 0 { 1.0 } else { inter as f32 / union as f32 }, worst.0, worst.1)
 }
