@@ -137,8 +137,9 @@ fn overview(img: &RgbImage, seg: &SceneSegmentation) -> image::RgbImage {
         }
     });
     for t in seg.tiles.iter().filter(|t| t.answered) {
-        let (x0, y0) = (t.x0 / k, t.y0 / k);
-        let (x1, y1) = (((t.x0 + t.width) / k).min(w - 1), ((t.y0 + t.height) / k).min(h - 1));
+        let [tx0, ty0, tx1, ty1] = t.tile.bounds();
+        let (x0, y0) = (tx0 / k, ty0 / k);
+        let (x1, y1) = ((tx1 / k).min(w - 1), (ty1 / k).min(h - 1));
         for x in x0..=x1 {
             out.put_pixel(x as u32, y0 as u32, image::Rgb([250, 220, 40]));
             out.put_pixel(x as u32, y1 as u32, image::Rgb([250, 220, 40]));
@@ -335,12 +336,10 @@ fn eval<B: Backend>(args: EvalSceneArgs, device: &B::Device) -> Result<()> {
         inter_sum_hits += (v >= 0.5) as usize;
         // Did SAM answer a tile that holds the whole referent? And how good is the answer inside
         // that tile (segmentation at full resolution, localization aside)?
-        let [x0, y0, x1, y1] = target.bbox;
-        let holds = |t: &&rsrefseg::whole_scene::TileReport| t.x0 <= x0 && t.y0 <= y0 && t.x0 + t.width >= x1 && t.y0 + t.height >= y1;
-        let referent_tile = seg.tiles.iter().filter(holds).find(|t| t.answered);
+        let referent_tile = seg.tiles.iter().find(|t| t.answered && t.tile.contains(target.bbox));
         let found = referent_tile.is_some();
         let tile_iou = match referent_tile {
-            Some(t) => Some(iou(&seg.mask, seg.width, target, [t.x0, t.y0, t.x0 + t.width, t.y0 + t.height])?.0),
+            Some(t) => Some(iou(&seg.mask, seg.width, target, t.tile.bounds())?.0),
             None => None,
         };
         if let Some(t) = tile_iou {

@@ -22,6 +22,7 @@
 //! inputs, handed over without a conversion.
 
 use rsrefseg::segmenter::{Click, Corrections, ImageTimings, QueryTimings, Segmentation};
+use rsrefseg::whole_scene::grid::Tile;
 use rsrefseg::whole_scene::{SceneEvent, SceneSegmentation, TileReport, TileSelection};
 use serde::{Deserialize, Serialize};
 
@@ -109,13 +110,14 @@ pub struct TileMessage {
 
 impl From<&TileReport> for TileMessage {
     fn from(t: &TileReport) -> Self {
+        let Tile { row, col, x0, y0, width, height } = t.tile;
         TileMessage {
-            row: t.row,
-            col: t.col,
-            x0: t.x0,
-            y0: t.y0,
-            width: t.width,
-            height: t.height,
+            row,
+            col,
+            x0,
+            y0,
+            width,
+            height,
             score: t.score,
             answered: t.answered,
             predicted_iou: t.predicted_iou,
@@ -410,12 +412,7 @@ mod tests {
         );
 
         let tile = |col: usize, score: f32, answered: bool| TileReport {
-            row: 0,
-            col,
-            x0: col * 192,
-            y0: 0,
-            width: 256,
-            height: 256,
+            tile: Tile { row: 0, col, x0: col * 192, y0: 0, width: 256, height: 256 },
             score: Some(score),
             answered,
             predicted_iou: answered.then_some(0.75),

@@ -3,7 +3,7 @@
 //! weights that blend overlapping tiles' logits.
 
 /// One tile, in scene pixels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Tile {
     pub row: usize,
     pub col: usize,
@@ -11,6 +11,25 @@ pub struct Tile {
     pub y0: usize,
     pub width: usize,
     pub height: usize,
+}
+
+impl Tile {
+    /// `[x0, y0, x1, y1)` in scene pixels.
+    pub fn bounds(&self) -> [usize; 4] {
+        [self.x0, self.y0, self.x0 + self.width, self.y0 + self.height]
+    }
+
+    /// The two tiles share at least one pixel.
+    pub fn overlaps(&self, other: &Tile) -> bool {
+        let ([ax0, ay0, ax1, ay1], [bx0, by0, bx1, by1]) = (self.bounds(), other.bounds());
+        ax0 < bx1 && bx0 < ax1 && ay0 < by1 && by0 < ay1
+    }
+
+    /// The box `[x0, y0, x1, y1]` lies inside the tile.
+    pub fn contains(&self, [x0, y0, x1, y1]: [usize; 4]) -> bool {
+        let [tx0, ty0, tx1, ty1] = self.bounds();
+        tx0 <= x0 && ty0 <= y0 && x1 <= tx1 && y1 <= ty1
+    }
 }
 
 /// Tiles of `tile × tile` pixels (smaller only when the scene is) stepping by `tile − overlap`.

@@ -92,12 +92,9 @@ impl SceneOptions {
 /// What happened on one tile.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TileReport {
-    pub row: usize,
-    pub col: usize,
-    pub x0: usize,
-    pub y0: usize,
-    pub width: usize,
-    pub height: usize,
+    /// Where the tile is (its fields written inline in JSON).
+    #[serde(flatten)]
+    pub tile: Tile,
     /// The localization score: the dense prompt's highest logit in the tile (localize only).
     pub score: Option<f32>,
     /// SAM answered this tile.
@@ -111,12 +108,7 @@ pub struct TileReport {
 impl TileReport {
     fn new(t: &Tile) -> Self {
         TileReport {
-            row: t.row,
-            col: t.col,
-            x0: t.x0,
-            y0: t.y0,
-            width: t.width,
-            height: t.height,
+            tile: *t,
             score: None,
             answered: false,
             predicted_iou: None,
@@ -276,11 +268,10 @@ fn choose(reports: &[TileReport], max_tiles: usize, margin: f32) -> Vec<usize> {
     let mut ranked: Vec<(usize, f32)> = reports.iter().enumerate().filter_map(|(i, r)| r.score.map(|s| (i, s))).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
     let Some(&(best, best_score)) = ranked.first() else { return Vec::new() };
-    let b = &reports[best];
-    let overlaps = |r: &TileReport| r.x0 < b.x0 + b.width && b.x0 < r.x0 + r.width && r.y0 < b.y0 + b.height && b.y0 < r.y0 + r.height;
+    let b = &reports[best].tile;
     let mut chosen: Vec<usize> = ranked
         .iter()
-        .filter(|&&(i, s)| i == best || (s >= best_score - margin && overlaps(&reports[i])))
+        .filter(|&&(i, s)| i == best || (s >= best_score - margin && reports[i].tile.overlaps(b)))
         .take(max_tiles.max(1))
         .map(|&(i, _)| i)
         .collect();
