@@ -39,8 +39,13 @@ impl Activation {
 
 /// tanh GELU, `½x(1 + tanh(√(2/π)·x·(1 + 0.044715·x²)))`: burn's `gelu_approximate` with the
 /// cube as two products instead of `powf` (a scalar `powf` per element cost ~5 % of SigLIP's
-/// vision tower on the CPU backend). Same function; rounding differs in the last bits.
+/// vision tower on the CPU backend). Same function; rounding differs in the last bits. On the CPU
+/// backend (inference; autodiff keeps this composition): the project's one-pass kernel.
 pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let x = match rsrefseg_kernels::gelu(x, rsrefseg_kernels::Gelu::Tanh) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     const SQRT_2_OVER_PI: f64 = core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2;
     let inner = x.clone() * ((x.clone() * x.clone()) * 0.044715 + 1.0) * SQRT_2_OVER_PI;
     x * (inner.tanh() + 1.0) * 0.5
@@ -48,8 +53,13 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 
 /// Exact GELU, `x · ½(1 + erf(x/√2))`, written with `erf` so that autodiff differentiates it
 /// exactly (burn's fused `gelu` has an approximate backward on the CPU backend: ~1e-3 error in the
-/// derivative, which shows in the gradients of everything behind a GELU).
+/// derivative, which shows in the gradients of everything behind a GELU). On the CPU backend
+/// (inference; autodiff keeps this composition): the project's one-pass kernel.
 pub fn gelu_erf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let x = match rsrefseg_kernels::gelu(x, rsrefseg_kernels::Gelu::Erf) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     x.clone() * ((x * core::f64::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5
 }
 

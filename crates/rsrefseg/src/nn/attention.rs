@@ -99,6 +99,10 @@ pub const MAX_SCORE_BYTES: usize = 64 << 20;
 
 /// Scaled dot-product attention, `softmax(q kᵀ / √d + bias) v`.
 ///
+/// On the CPU backend this is the project's kernel (parallel over heads and query blocks, reads
+/// the head views in place, output laid out so that [`recombine_heads`] is free); elsewhere
+/// burn's attention op.
+///
 /// # Shapes
 /// - q: `[b, h, n_q, d]`, k, v: `[b, h, n_k, d]` → `[b, h, n_q, d]`
 pub fn sdpa<B: Backend>(
@@ -107,6 +111,14 @@ pub fn sdpa<B: Backend>(
     v: Tensor<B, 4>,
     bias: Option<Tensor<B, 4>>,
 ) -> Tensor<B, 4> {
+    if rsrefseg_kernels::serves::<B>() {
+        let [b, h, nq, _] = q.dims();
+        let [_, _, nk, _] = k.dims();
+        let bias = bias.clone().map(|t| t.expand([b, h, nq, nk]));
+        if let Some(out) = rsrefseg_kernels::attention(&q, &k, &v, bias.as_ref()) {
+            return out;
+        }
+    }
     sdpa_blocked(q, k, v, bias, MAX_SCORE_BYTES)
 }
 

@@ -21,8 +21,21 @@ use burn::tensor::{backend::Backend, Tensor};
 /// `x` with its elements laid out contiguously. A permuted view (`swap_dims`) is a stride trick
 /// on burn's CPU backends; a view that several later operations read (SAM's image tokens and
 /// their positional encoding, added in every two-way layer) is cheaper copied once than walked
-/// element by element with its strides each time. Multiplying by one is exact and writes a new,
-/// contiguous tensor.
+/// element by element with its strides each time. On the CPU backend the project's kernel copies
+/// whole contiguous runs; elsewhere multiplying by one is exact and writes a new, contiguous
+/// tensor.
 pub fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    x.mul_scalar(1.0)
+    match rsrefseg_kernels::contiguous(x) {
+        Ok(y) => y,
+        Err(x) => x.mul_scalar(1.0),
+    }
+}
+
+/// `x.reshape(shape)`, kept a view of the same buffer on the CPU backend when the strides allow
+/// (as PyTorch's `view`): burn's CPU backends copy any non-contiguous tensor they reshape.
+pub fn reshape_view<B: Backend, const D: usize, const D2: usize>(x: Tensor<B, D>, shape: [usize; D2]) -> Tensor<B, D2> {
+    match rsrefseg_kernels::view_reshape(x, shape) {
+        Ok(y) => y,
+        Err(x) => x.reshape(shape),
+    }
 }

@@ -20,6 +20,7 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::nn::attention::sdpa;
+use crate::nn::{contiguous, reshape_view};
 
 #[derive(Config, Debug)]
 pub struct HieraConfig {
@@ -445,13 +446,14 @@ impl<B: Backend> MultiScaleAttention<B> {
         let dim_out = c3 / 3;
         let d = dim_out / heads;
         let qkv = qkv.reshape([b, h * w, 3, heads, d]);
-        let part = |i: usize| -> Tensor<B, 4> { qkv.clone().narrow(2, i, 1).reshape([b, h * w, heads, d]) };
+        // Views into qkv (no copy on the CPU backend; the attention kernel reads them in place).
+        let part = |i: usize| -> Tensor<B, 4> { reshape_view(qkv.clone().narrow(2, i, 1), [b, h * w, heads, d]) };
         let (q, k, v) = (part(0), part(1), part(2));
 
         // Query pooling (stage transitions): pool q on its spatial grid.
         let (q, h, w) = match self.q_stride {
             Some(_) => {
-                let q = pool(q.reshape([b, h, w, dim_out]), self.q_stride);
+                let q = pool(reshape_view(q, [b, h, w, dim_out]), self.q_stride);
                 let [_, h, w, _] = q.dims();
                 (q.reshape([b, h * w, heads, d]), h, w)
             }
@@ -469,6 +471,11 @@ impl<B: Backend> MultiScaleAttention<B> {
 /// Max-pool a channels-last map with kernel = stride (`do_pool`); identity without a stride.
 fn pool<B: Backend>(x: Tensor<B, 4>, stride: Option<[usize; 2]>) -> Tensor<B, 4> {
     let Some(s) = stride else { return x };
+    // The CPU backend pools channels-last directly.
+    let x = match rsrefseg_kernels::max_pool_nhwc(x, s) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     // (B, H, W, C) -> (B, C, H, W) -> pool -> (B, H', W', C)
     let x = x.permute([0, 3, 1, 2]);
     max_pool2d(x, s, s, [0, 0], [1, 1], false).permute([0, 2, 3, 1])
@@ -483,8 +490,9 @@ pub fn window_partition<B: Backend>(x: Tensor<B, 4>, ws: usize) -> (Tensor<B, 4>
     // (B, Hp/ws, ws, Wp/ws, ws, C) -> (B, Hp/ws, Wp/ws, ws, ws, C)
     let windows = x
         .reshape([b, hp / ws, ws, wp / ws, ws, c])
-        .permute([0, 1, 3, 2, 4, 5])
-        .reshape([b * (hp / ws) * (wp / ws), ws, ws, c]);
+        .permute([0, 1, 3, 2, 4, 5]);
+    // Copied run by run (ws·c contiguous elements) on the CPU backend, then reshaped in place.
+    let windows = contiguous(windows).reshape([b * (hp / ws) * (wp / ws), ws, ws, c]);
     (windows, [hp, wp])
 }
 
@@ -501,8 +509,8 @@ pub fn window_unpartition<B: Backend>(
     // (B, Hp/ws, Wp/ws, ws, ws, C) -> (B, Hp/ws, ws, Wp/ws, ws, C)
     let x = windows
         .reshape([b, hp / ws, wp / ws, ws, ws, c])
-        .permute([0, 1, 3, 2, 4, 5])
-        .reshape([b, hp, wp, c]);
+        .permute([0, 1, 3, 2, 4, 5]);
+    let x = contiguous(x).reshape([b, hp, wp, c]);
     if (hp, wp) != (h, w) {
         x.slice([0..b, 0..h, 0..w, 0..c])
     } else {

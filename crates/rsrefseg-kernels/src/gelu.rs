@@ -1,0 +1,107 @@
+//! GELU in one vectorised, parallel pass (burn composes it from five or six element-wise ops,
+//! each with its own buffer, around a scalar libm `tanh` or `erf`).
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use burn_flex::FlexTensor;
+
+use crate::{for_each_task, from_flex, into_flex, simd, SendPtr};
+
+/// Which GELU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gelu {
+    /// `x·Φ(x)` with the exact erf (PyTorch `nn.GELU()`).
+    Erf,
+    /// The tanh approximation (`gelu_pytorch_tanh`).
+    Tanh,
+}
+
+/// Elements per parallel task: large enough to amortise the task, small enough to spread a
+/// SigLIP MLP activation (1024 × 3072) over the threads.
+const CHUNK: usize = 1 << 14;
+
+/// GELU of `x`, or `Err(x)` when the kernels do not serve its backend (the caller composes it).
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>, kind: Gelu) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    let t = into_flex(x)?;
+    Ok(from_flex(gelu_flex(t, kind)))
+}
+
+fn gelu_flex(t: FlexTensor, kind: Gelu) -> FlexTensor {
+    let shape = t.layout().shape().clone();
+    // In place when the buffer is ours alone and laid out plainly; otherwise into a new one.
+    let mut t = owned_contiguous(t);
+    if let Some(xs) = t.try_storage_mut::<f32>() {
+        let n = xs.len();
+        let ptr = SendPtr(xs.as_mut_ptr());
+        for_each_task(n.div_ceil(CHUNK), move |i| {
+            let ptr = ptr;
+            let (start, end) = (i * CHUNK, ((i + 1) * CHUNK).min(n));
+            // SAFETY: tasks cover disjoint ranges of the `n` elements behind `ptr`.
+            let xs = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start), end - start) };
+            match kind {
+                Gelu::Erf => simd::gelu_erf_inplace(xs),
+                Gelu::Tanh => simd::gelu_tanh_inplace(xs),
+            }
+        });
+        return t;
+    }
+    let src: &[f32] = t.storage();
+    let n = shape.num_elements();
+    let src = &src[..n];
+    let mut out = vec![0.0f32; n];
+    let ptr = SendPtr(out.as_mut_ptr());
+    for_each_task(n.div_ceil(CHUNK), move |i| {
+        let ptr = ptr;
+        let (start, end) = (i * CHUNK, ((i + 1) * CHUNK).min(n));
+        // SAFETY: as above; `out` outlives the loop.
+        let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start), end - start) };
+        match kind {
+            Gelu::Erf => simd::gelu_erf(&src[start..end], dst),
+            Gelu::Tanh => simd::gelu_tanh(&src[start..end], dst),
+        }
+    });
+    FlexTensor::from_data(burn::tensor::TensorData::new(out, shape))
+}
+
+/// `t` laid out contiguously, without keeping a second handle on its buffer (so that a buffer
+/// held by `t` alone stays writable in place).
+pub(crate) fn owned_contiguous(t: FlexTensor) -> FlexTensor {
+    let c = t.to_contiguous();
+    drop(t);
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{max_abs_diff, random};
+    use burn::tensor::activation;
+
+    #[test]
+    fn matches_burns_gelus_on_owned_shared_and_strided_tensors() {
+        let x = random([3, 70, 50], 1) * 3.0;
+        for kind in [Gelu::Erf, Gelu::Tanh] {
+            let want = match kind {
+                Gelu::Erf => activation::gelu(x.clone()),
+                Gelu::Tanh => activation::gelu_approximate(x.clone()),
+            };
+            // Shared buffer (x is still held): written to a new one, x unchanged.
+            let shared = gelu(x.clone(), kind).ok().unwrap();
+            assert!(max_abs_diff(shared, want.clone()) < 1e-5);
+            // Owned buffer: in place.
+            let owned = gelu(x.clone() * 1.0, kind).ok().unwrap();
+            assert!(max_abs_diff(owned, want.clone()) < 1e-5);
+            // A permuted view.
+            let strided = gelu(x.clone().swap_dims(0, 2), kind).ok().unwrap();
+            assert!(max_abs_diff(strided, want.swap_dims(0, 2)) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn other_backends_get_their_tensor_back() {
+        type N = burn::backend::NdArray<f32>;
+        let x = Tensor::<N, 2>::ones([2, 3], &Default::default());
+        let back = gelu(x.clone(), Gelu::Erf).err().expect("NdArray is not served");
+        assert_eq!(back.into_data(), x.into_data());
+    }
+}

@@ -1,0 +1,199 @@
+//! Views and copies. Flex reshapes a non-contiguous view by copying it element by element
+//! through a generic strided iterator; Hiera does that to every window partition and to each of
+//! its q/k/v splits. Here a reshape that the strides allow stays a view (as PyTorch's `view`),
+//! and a copy that cannot be avoided moves whole contiguous runs.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Shape, Tensor};
+use burn_flex::{FlexTensor, Layout};
+
+use crate::{flex_ref, for_each_task, from_flex, view_fits, SendPtr};
+
+/// `x.reshape(shape)` as a view of the same buffer when its strides allow one, else `Err(x)`
+/// (for the caller's `reshape`, which copies). `shape` must hold as many elements as `x`.
+pub fn view_reshape<B: Backend, const D: usize, const D2: usize>(
+    x: Tensor<B, D>,
+    shape: [usize; D2],
+) -> Result<Tensor<B, D2>, Tensor<B, D>> {
+    let Some(t) = flex_ref(&x) else { return Err(x) };
+    let layout = t.layout();
+    if layout.num_elements() != shape.iter().product::<usize>() {
+        return Err(x);
+    }
+    let Some(strides) = view_strides(layout.shape(), layout.strides(), &shape) else { return Err(x) };
+    let offset = layout.start_offset();
+    drop(x);
+    Ok(from_flex(t.with_layout(Layout::new(Shape::from(shape.to_vec()), strides, offset))))
+}
+
+/// Strides that read `old` (with `old_strides`) in the row-major order of `new`, when one set of
+/// strides can (the algorithm of PyTorch's `computeStride`): each run of `old` dimensions that is
+/// contiguous in memory may be split or merged freely, runs may not be merged with each other.
+fn view_strides(old: &[usize], old_strides: &[isize], new: &[usize]) -> Option<Vec<isize>> {
+    if old.iter().product::<usize>() == 0 {
+        return None;
+    }
+    let mut strides = vec![0isize; new.len()];
+    let mut view_d = new.len() as isize - 1;
+    let mut chunk_base = *old_strides.last().unwrap_or(&1);
+    let (mut tensor_numel, mut view_numel) = (1usize, 1usize);
+    for d in (0..old.len()).rev() {
+        tensor_numel *= old[d];
+        let run_ends = d == 0 || (old[d - 1] != 1 && old_strides[d - 1] != tensor_numel as isize * chunk_base);
+        if run_ends {
+            while view_d >= 0 && (view_numel < tensor_numel || new[view_d as usize] == 1) {
+                strides[view_d as usize] = view_numel as isize * chunk_base;
+                view_numel *= new[view_d as usize];
+                view_d -= 1;
+            }
+            if view_numel != tensor_numel {
+                return None;
+            }
+            if d > 0 {
+                chunk_base = old_strides[d - 1];
+                tensor_numel = 1;
+                view_numel = 1;
+            }
+        }
+    }
+    (view_d == -1).then_some(strides)
+}
+
+/// Shortest contiguous run worth a `memcpy` of its own; shorter ones are left to Flex.
+const MIN_RUN: usize = 8;
+
+/// `x` laid out contiguously, copied run by run: Ok when the kernels serve `x` (a contiguous `x`
+/// comes back as is), `Err(x)` otherwise or when its innermost contiguous run is shorter than
+/// [`MIN_RUN`] (a transpose of the last dimension, which Flex's tiled copy handles).
+pub fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    let Some(t) = flex_ref(&x) else { return Err(x) };
+    let layout = t.layout();
+    if layout.is_contiguous() && layout.start_offset() == 0 {
+        return Ok(x);
+    }
+    let (shape, strides) = collapse(layout.shape(), layout.strides());
+    let run = *shape.last().unwrap_or(&1);
+    if strides.last() != Some(&1) || run < MIN_RUN {
+        return Err(x);
+    }
+    let src: &[f32] = t.storage();
+    if !view_fits(&shape, &strides, layout.start_offset(), src.len()) {
+        return Err(x);
+    }
+    let n = layout.num_elements();
+    let runs = n / run;
+    let mut out = vec![0.0f32; n];
+    let dst = SendPtr(out.as_mut_ptr());
+    let outer = &shape[..shape.len() - 1];
+    let outer_strides = &strides[..strides.len() - 1];
+    let offset = layout.start_offset();
+    // Tasks of ~64 KiB of runs each.
+    let per_task = (16384 / run).max(1);
+    for_each_task(runs.div_ceil(per_task), |task| {
+        let dst = dst;
+        let first = task * per_task;
+        let last = (first + per_task).min(runs);
+        // The outer index of run `first`, then an odometer.
+        let mut idx = vec![0usize; outer.len()];
+        let mut r = first;
+        for d in (0..outer.len()).rev() {
+            idx[d] = r % outer[d];
+            r /= outer[d];
+        }
+        for j in first..last {
+            let at = offset + idx.iter().zip(outer_strides).map(|(&i, &s)| i * s as usize).sum::<usize>();
+            // SAFETY: run j occupies out[j·run .. (j+1)·run], disjoint across tasks; `view_fits`
+            // bounded the source range.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().add(at), dst.0.add(j * run), run) };
+            for d in (0..outer.len()).rev() {
+                idx[d] += 1;
+                if idx[d] < outer[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    });
+    drop(x);
+    let shape = t.layout().shape().clone();
+    Ok(from_flex(FlexTensor::from_data(burn::tensor::TensorData::new(out, shape))))
+}
+
+/// Drops size-1 dimensions and merges neighbours that are contiguous with each other.
+fn collapse(shape: &Shape, strides: &[isize]) -> (Vec<usize>, Vec<isize>) {
+    let mut s: Vec<usize> = Vec::new();
+    let mut st: Vec<isize> = Vec::new();
+    for (i, &d) in shape.iter().enumerate() {
+        if d == 1 {
+            continue;
+        }
+        match (s.last_mut(), st.last_mut()) {
+            (Some(ls), Some(lst)) if *lst == strides[i] * d as isize => {
+                *ls *= d;
+                *lst = strides[i];
+            }
+            _ => {
+                s.push(d);
+                st.push(strides[i]);
+            }
+        }
+    }
+    if s.is_empty() {
+        s.push(1);
+        st.push(1);
+    }
+    (s, st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{random, F};
+
+    fn layout_of<const D: usize>(x: &Tensor<F, D>) -> Layout {
+        flex_ref(x).unwrap().layout().clone()
+    }
+
+    #[test]
+    fn a_reshape_the_strides_allow_is_a_view_with_the_same_values() {
+        // Hiera's q/k/v split: [b, n, 3, heads, d] narrowed to one of the three.
+        let qkv = random([2, 12, 3, 4, 8], 3);
+        let part = qkv.clone().narrow(2, 1, 1);
+        let view = view_reshape(part.clone(), [2, 12, 4, 8]).ok().expect("a view");
+        assert!(!layout_of(&view).is_contiguous());
+        assert_eq!(view.clone().into_data(), part.clone().reshape([2, 12, 4, 8]).into_data());
+        // ... and merging the heads back: [b, n, heads·d] is a view too.
+        let merged = view_reshape(view.clone(), [2, 12, 32]).ok().expect("a view");
+        assert_eq!(merged.into_data(), part.reshape([2, 12, 32]).into_data());
+        // Merging dimensions that are not adjacent in memory is not a view.
+        let t = random([4, 6], 4).swap_dims(0, 1);
+        assert!(view_reshape(t, [24]).is_err());
+    }
+
+    #[test]
+    fn strided_copies_equal_flexs_own() {
+        // Hiera's window partition: (B, H/ws, ws, W/ws, ws, C) permuted to (…, W/ws, ws, ws, C).
+        let x = random([2, 4, 8, 3, 8, 12], 5);
+        let p = x.clone().permute([0, 1, 3, 2, 4, 5]);
+        let fast = contiguous(p.clone()).ok().expect("runs of 8·12");
+        assert!(layout_of(&fast).is_contiguous());
+        assert_eq!(fast.into_data(), p.reshape([2 * 4 * 3, 8, 8, 12]).reshape([2, 4, 3, 8, 8, 12]).into_data());
+        // A narrowed view with an offset.
+        let n = x.clone().narrow(5, 2, 9).narrow(1, 1, 2);
+        assert_eq!(contiguous(n.clone()).ok().unwrap().into_data(), (n * 1.0).into_data());
+        // Too short a run (a transpose of the last dimension) is left to Flex.
+        assert!(contiguous(random([16, 16], 6).swap_dims(0, 1)).is_err());
+    }
+
+    #[test]
+    fn view_strides_follow_pytorch() {
+        // contiguous → anything
+        assert_eq!(view_strides(&[2, 3, 4], &[12, 4, 1], &[6, 4]), Some(vec![4, 1]));
+        // transposed last two dims cannot be flattened
+        assert_eq!(view_strides(&[2, 4, 3], &[12, 1, 4], &[2, 12]), None);
+        // split of a strided dimension
+        assert_eq!(view_strides(&[6, 5], &[10, 1], &[2, 3, 5]), Some(vec![30, 10, 1]));
+        // size-1 dims anywhere
+        assert_eq!(view_strides(&[3, 1, 5], &[15, 99, 1], &[3, 5, 1]), Some(vec![15, 1, 1]));
+    }
+}

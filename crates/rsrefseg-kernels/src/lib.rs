@@ -1,0 +1,145 @@
+//! rsrefseg's own CPU kernels for burn's Flex backend.
+//!
+//! burn runs a model op by op. On Flex (the CPU backend of every rsrefseg command and of the
+//! page's CPU fallback) four things cost far more than their arithmetic, measured with `perf` on
+//! `rsrefseg bench` (browser sizes, 2 threads):
+//! - attention runs on one thread whatever the pool size, after copying the per-head views of q,
+//!   k and v into contiguous buffers, with a scalar `exp` (13 % of SigLIP's vision tower, 10 %
+//!   of Hiera's, plus its copies);
+//! - GELU is five or six element-wise passes with a scalar libm `tanh`/`erf` (27 % of SigLIP's
+//!   vision tower in `expm1`/`tanh`/`exp`, 5 % of Hiera's in `erf`);
+//! - a permuted view (Hiera's window partition, its q/k/v split) is made contiguous by an
+//!   element-by-element strided iterator (21 % of Hiera's time);
+//! - burn's `max_pool2d` wants channels-first, so Hiera's channels-last query pooling permutes
+//!   twice around it.
+//!
+//! Each kernel here takes and returns burn tensors of any backend. When the backend is Flex and
+//! the tensor holds f32, the kernel runs; otherwise the input comes back untouched (`Err`) and
+//! the caller runs its composed burn ops — so other backends, and autodiff (whose backend type
+//! is not Flex), keep burn's own implementation and its gradients.
+//!
+//! One concept per file: [`attention`], [`gelu`], [`layout`] (views and copies), [`pool`]; the
+//! vectorised math they share is in [`simd`].
+
+pub mod attention;
+pub mod gelu;
+pub mod layout;
+pub mod pool;
+pub mod simd;
+
+use std::any::{Any, TypeId};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn_flex::{Flex, FlexTensor};
+
+pub use attention::attention;
+pub use gelu::{gelu, Gelu};
+pub use layout::{contiguous, view_reshape};
+pub use pool::max_pool_nhwc;
+
+/// Whether the kernels serve backend `B` (burn's Flex, not wrapped in autodiff).
+pub fn serves<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<Flex>()
+}
+
+/// The f32 Flex tensor behind `x`, or `x` back when `B` is not Flex or `x` is not plain f32.
+fn into_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+    if !serves::<B>() || x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    match x.into_primitive() {
+        TensorPrimitive::Float(p) => {
+            let any: Box<dyn Any> = Box::new(p);
+            match any.downcast::<FlexTensor>() {
+                Ok(t) => Ok(*t),
+                // Unreachable (B is Flex), but the tensor goes back rather than being lost.
+                Err(any) => Err(Tensor::from_primitive(TensorPrimitive::Float(
+                    *any.downcast::<B::FloatTensorPrimitive>().expect("the primitive just boxed"),
+                ))),
+            }
+        }
+        q => Err(Tensor::from_primitive(q)),
+    }
+}
+
+/// A view of `x` as a Flex tensor (shares its storage), when the kernels serve it.
+fn flex_ref<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<FlexTensor> {
+    if !serves::<B>() || x.dtype() != DType::F32 {
+        return None;
+    }
+    into_flex(x.clone()).ok()
+}
+
+/// `t` as a tensor of backend `B`; only called once [`serves`] said `B` is Flex.
+fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
+    let any: Box<dyn Any> = Box::new(t);
+    let p = any.downcast::<B::FloatTensorPrimitive>().expect("B is Flex: its float primitive is FlexTensor");
+    Tensor::from_primitive(TensorPrimitive::Float(*p))
+}
+
+/// A raw pointer that tasks writing disjoint parts of one output buffer share.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: every kernel hands each task a disjoint set of elements of the buffer behind the
+// pointer, and the buffer outlives the parallel loop (it is joined before the buffer is used).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// Runs `f(i)` for `i in 0..n`, on rayon's pool natively and in a loop in the browser.
+fn for_each_task(n: usize, f: impl Fn(usize) + Send + Sync) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        (0..n).into_par_iter().for_each(f);
+    }
+    #[cfg(target_arch = "wasm32")]
+    (0..n).for_each(f);
+}
+
+/// Like [`for_each_task`], with a scratch value made once per worker thread.
+fn for_each_task_with<S: Send>(n: usize, init: impl Fn() -> S + Send + Sync, f: impl Fn(&mut S, usize) + Send + Sync) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        (0..n).into_par_iter().for_each_init(init, f);
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut s = init();
+        (0..n).for_each(|i| f(&mut s, i));
+    }
+}
+
+/// Checks that every element a strided view can address lies inside its buffer (`len`
+/// elements): the kernels then read it through raw pointers. Negative strides are not served.
+fn view_fits(shape: &[usize], strides: &[isize], offset: usize, len: usize) -> bool {
+    if shape.iter().any(|&d| d == 0) {
+        return false;
+    }
+    let mut last = offset;
+    for (&d, &s) in shape.iter().zip(strides) {
+        if s < 0 {
+            return false;
+        }
+        last += (d - 1) * s as usize;
+    }
+    last < len
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Flex tensors for the kernels' tests, compared against burn's own ops.
+    use burn::tensor::{Distribution, Tensor};
+    pub type F = burn_flex::Flex;
+
+    pub fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<F, D> {
+        <F as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+    }
+
+    pub fn max_abs_diff<const D: usize>(a: Tensor<F, D>, b: Tensor<F, D>) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b).abs().max().into_scalar()
+    }
+}
