@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Shape, Tensor};
 use burn_flex::{FlexTensor, Layout};
 
-use crate::{flex_ref, for_each_task_with, from_flex, simd, view_fits, SendPtr};
+use crate::{flex_ref, for_each_task_with, from_flex, grad, simd, view_fits, SendPtr};
 
 /// Query rows per task: a 64 × n_k score block (256 KiB at SigLIP's 1 024 keys, 1 MiB at Hiera's
 /// 4 096-token global blocks) stays in L2.
@@ -62,17 +62,25 @@ pub fn attention<B: Backend>(
     v: &Tensor<B, 4>,
     bias: Option<&Tensor<B, 4>>,
 ) -> Option<Tensor<B, 4>> {
+    if grad::serves::<B>() {
+        return attention_autodiff(q, k, v, bias);
+    }
     let (qt, kt, vt) = (flex_ref(q)?, flex_ref(k)?, flex_ref(v)?);
     let bt = match bias {
         Some(b) => Some(flex_ref(b)?),
         None => None,
     };
-    let [b, h, nq, d] = q.dims();
-    let [_, _, nk, dv] = v.dims();
-    let qv = View::of(&qt, [b, h, nq, d])?;
-    let kv = View::of(&kt, [b, h, nk, d])?;
-    let vv = View::of(&vt, [b, h, nk, dv])?;
-    let bv = match &bt {
+    Some(from_flex(attention_flex(&qt, &kt, &vt, bt.as_ref())?))
+}
+
+/// The forward kernel on Flex tensors (`None` when a view does not fit its buffer).
+fn attention_flex(qt: &FlexTensor, kt: &FlexTensor, vt: &FlexTensor, bt: Option<&FlexTensor>) -> Option<FlexTensor> {
+    let [b, h, nq, d] = dims4(qt);
+    let [_, _, nk, dv] = dims4(vt);
+    let qv = View::of(qt, [b, h, nq, d])?;
+    let kv = View::of(kt, [b, h, nk, d])?;
+    let vv = View::of(vt, [b, h, nk, dv])?;
+    let bv = match bt {
         Some(t) => Some(View::of(t, [b, h, nq, nk])?),
         None => None,
     };
@@ -102,18 +110,7 @@ pub fn attention<B: Backend>(
                     0.0, scale, false, false, false, gemm::Parallelism::None,
                 );
             }
-            for (i, row) in s.chunks_exact_mut(nk).enumerate() {
-                if let Some(bv) = &bv {
-                    let base = bv.offset + bi * bv.strides[0] + hi * bv.strides[1] + (r0 + i) * bv.strides[2];
-                    match bv.strides[3] {
-                        1 => row.iter_mut().zip(&bv.data[base..base + nk]).for_each(|(x, &b)| *x += b),
-                        st => row.iter_mut().enumerate().for_each(|(j, x)| *x += bv.data[base + j * st]),
-                    }
-                }
-                let sum = simd::softmax_row(row);
-                // A row masked everywhere attends to nothing (zeros, not NaN).
-                simd::scale(row, if sum > 0.0 { 1.0 / sum } else { 0.0 });
-            }
+            softmax_rows(s, nk, bv.as_ref(), bi, hi, r0);
             unsafe {
                 gemm::gemm(
                     rows, dv, nk,
@@ -125,9 +122,176 @@ pub fn attention<B: Backend>(
             }
         },
     );
-    let t = FlexTensor::from_data(burn::tensor::TensorData::new(out, [b, nq, h, dv]));
-    let view = Layout::new(Shape::from(vec![b, h, nq, dv]), vec![(nq * h * dv) as isize, dv as isize, (h * dv) as isize, 1], 0);
-    Some(from_flex(t.with_layout(view)))
+    Some(heads_view(out, [b, h, nq, dv]))
+}
+
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let s = t.layout().shape();
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// A buffer laid out `[b, n, heads, d]` as its `[b, heads, n, d]` view.
+fn heads_view(buf: Vec<f32>, [b, h, n, d]: [usize; 4]) -> FlexTensor {
+    let t = FlexTensor::from_data(burn::tensor::TensorData::new(buf, [b, n, h, d]));
+    t.with_layout(Layout::new(Shape::from(vec![b, h, n, d]), vec![(n * h * d) as isize, d as isize, (h * d) as isize, 1], 0))
+}
+
+/// Rows `r0..` of head `(bi, hi)`'s scores (`s`, rows of `nk`) become their softmax, after the
+/// bias is added.
+fn softmax_rows(s: &mut [f32], nk: usize, bias: Option<&View>, bi: usize, hi: usize, r0: usize) {
+    for (i, row) in s.chunks_exact_mut(nk).enumerate() {
+        if let Some(bv) = bias {
+            let base = bv.offset + bi * bv.strides[0] + hi * bv.strides[1] + (r0 + i) * bv.strides[2];
+            match bv.strides[3] {
+                1 => row.iter_mut().zip(&bv.data[base..base + nk]).for_each(|(x, &b)| *x += b),
+                st => row.iter_mut().enumerate().for_each(|(j, x)| *x += bv.data[base + j * st]),
+            }
+        }
+        let sum = simd::softmax_row(row);
+        // A row masked everywhere attends to nothing (zeros, not NaN).
+        simd::scale(row, if sum > 0.0 { 1.0 / sum } else { 0.0 });
+    }
+}
+
+/// Gradients of q, k, v given the output's (`dout`, `[b, heads, n_q, d_v]`), recomputing the
+/// attention weights block by block (nothing of the forward pass is kept but its inputs):
+/// `dV = Pᵀ dO`, `dP = dO Vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dQ = dS K / √d`,
+/// `dK = dSᵀ Q / √d`. One task per (batch, head): dK and dV accumulate over its query blocks.
+fn attention_backward(
+    qt: &FlexTensor,
+    kt: &FlexTensor,
+    vt: &FlexTensor,
+    bt: Option<&FlexTensor>,
+    dout: &FlexTensor,
+) -> Option<[FlexTensor; 3]> {
+    let [b, h, nq, d] = dims4(qt);
+    let [_, _, nk, dv] = dims4(vt);
+    let qv = View::of(qt, [b, h, nq, d])?;
+    let kv = View::of(kt, [b, h, nk, d])?;
+    let vv = View::of(vt, [b, h, nk, dv])?;
+    let ov = View::of(dout, [b, h, nq, dv])?;
+    let bv = match bt {
+        Some(t) => Some(View::of(t, [b, h, nq, nk])?),
+        None => None,
+    };
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut dq = vec![0.0f32; b * nq * h * d];
+    let mut dk = vec![0.0f32; b * nk * h * d];
+    let mut dvb = vec![0.0f32; b * nk * h * dv];
+    let (dq_p, dk_p, dv_p) = (SendPtr(dq.as_mut_ptr()), SendPtr(dk.as_mut_ptr()), SendPtr(dvb.as_mut_ptr()));
+    let rows_max = ROWS.min(nq);
+    for_each_task_with(
+        b * h,
+        || (vec![0.0f32; rows_max * nk], vec![0.0f32; rows_max * nk]),
+        |(p, dp), task| {
+            let (dq_p, dk_p, dv_p) = (dq_p, dk_p, dv_p);
+            let (bi, hi) = (task / h, task % h);
+            let dk_at = unsafe { dk_p.0.add((bi * nk * h + hi) * d) };
+            let dv_at = unsafe { dv_p.0.add((bi * nk * h + hi) * dv) };
+            for r0 in (0..nq).step_by(ROWS) {
+                let rows = ROWS.min(nq - r0);
+                let (p, dp) = (&mut p[..rows * nk], &mut dp[..rows * nk]);
+                let first = r0 == 0;
+                // SAFETY (all GEMMs): operand views bounds-checked by `View::of`; scratch is this
+                // worker's; the (bi, hi) slices of dq, dk, dv belong to this task only.
+                unsafe {
+                    // P = softmax(Q Kᵀ / √d + bias)
+                    gemm::gemm(
+                        rows, nk, d, p.as_mut_ptr(), 1, nk as isize, false,
+                        qv.at(bi, hi, r0), qv.strides[3] as isize, qv.strides[2] as isize,
+                        kv.at(bi, hi, 0), kv.strides[2] as isize, kv.strides[3] as isize,
+                        0.0, scale, false, false, false, gemm::Parallelism::None,
+                    );
+                }
+                softmax_rows(p, nk, bv.as_ref(), bi, hi, r0);
+                unsafe {
+                    // dV += Pᵀ dO
+                    gemm::gemm(
+                        nk, dv, rows, dv_at, 1, (h * dv) as isize, !first,
+                        p.as_ptr(), nk as isize, 1,
+                        ov.at(bi, hi, r0), ov.strides[3] as isize, ov.strides[2] as isize,
+                        1.0, 1.0, false, false, false, gemm::Parallelism::None,
+                    );
+                    // dP = dO Vᵀ
+                    gemm::gemm(
+                        rows, nk, dv, dp.as_mut_ptr(), 1, nk as isize, false,
+                        ov.at(bi, hi, r0), ov.strides[3] as isize, ov.strides[2] as isize,
+                        vv.at(bi, hi, 0), vv.strides[2] as isize, vv.strides[3] as isize,
+                        0.0, 1.0, false, false, false, gemm::Parallelism::None,
+                    );
+                }
+                // dS = P ⊙ (dP − rowsum(P ⊙ dP)), in dp
+                for (pr, dr) in p.chunks_exact(nk).zip(dp.chunks_exact_mut(nk)) {
+                    let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                    for (x, &pv) in dr.iter_mut().zip(pr) {
+                        *x = pv * (*x - dot);
+                    }
+                }
+                unsafe {
+                    // dQ = dS K / √d
+                    gemm::gemm(
+                        rows, d, nk, dq_p.0.add(((bi * nq + r0) * h + hi) * d), 1, (h * d) as isize, false,
+                        dp.as_ptr(), 1, nk as isize,
+                        kv.at(bi, hi, 0), kv.strides[3] as isize, kv.strides[2] as isize,
+                        0.0, scale, false, false, false, gemm::Parallelism::None,
+                    );
+                    // dK += dSᵀ Q / √d
+                    gemm::gemm(
+                        nk, d, rows, dk_at, 1, (h * d) as isize, !first,
+                        dp.as_ptr(), nk as isize, 1,
+                        qv.at(bi, hi, r0), qv.strides[3] as isize, qv.strides[2] as isize,
+                        1.0, scale, false, false, false, gemm::Parallelism::None,
+                    );
+                }
+            }
+        },
+    );
+    Some([heads_view(dq, [b, h, nq, d]), heads_view(dk, [b, h, nk, d]), heads_view(dvb, [b, h, nk, dv])])
+}
+
+/// The attention under autodiff: one node with parents q, k, v (the bias, SigLIP's key padding,
+/// must not need a gradient; if it does, burn's composed attention is used).
+fn attention_autodiff<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 4>>,
+) -> Option<Tensor<B, 4>> {
+    let (qa, ka, va) = (grad::ad_ref(q)?, grad::ad_ref(k)?, grad::ad_ref(v)?);
+    let bias = match bias {
+        Some(t) if t.is_require_grad() => return None,
+        Some(t) => Some(grad::ad_ref(t)?.primitive),
+        None => None,
+    };
+    let out = attention_flex(&qa.primitive, &ka.primitive, &va.primitive, bias.as_ref())?;
+    let y = match grad::node(AttentionBackward, [&qa, &ka, &va]) {
+        burn_autodiff::ops::OpsKind::Tracked(prep) => {
+            prep.finish((qa.primitive.clone(), ka.primitive.clone(), va.primitive.clone(), bias), out)
+        }
+        burn_autodiff::ops::OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    Some(grad::from_ad(y))
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl burn_autodiff::ops::Backward<burn_flex::Flex, 3> for AttentionBackward {
+    type State = (FlexTensor, FlexTensor, FlexTensor, Option<FlexTensor>);
+
+    fn backward(
+        self,
+        ops: burn_autodiff::ops::Ops<Self::State, 3>,
+        grads: &mut burn_autodiff::grads::Gradients,
+        _: &mut burn_autodiff::checkpoint::base::Checkpointer,
+    ) {
+        let (q, k, v, bias) = ops.state.clone();
+        grad::register_grads(ops, grads, |dout| {
+            let [dq, dk, dv] = attention_backward(&q, &k, &v, bias.as_ref(), &dout)
+                .expect("the views were checked when the forward pass ran");
+            [Some(dq), Some(dk), Some(dv)]
+        });
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +326,43 @@ mod tests {
             let want = burn_attention(q.clone(), k.clone(), v.clone(), None, Some(bias.clone()), AttentionModuleOptions::default());
             let got = attention(&q, &k, &v, Some(&bias)).unwrap();
             assert!(max_abs_diff(got, want) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn under_autodiff_the_gradients_are_the_composed_ones() {
+        type A = crate::grad::Ad;
+        for (b, h, nq, nk, d, blocks) in [(2, 3, 70, 70, 16, false), (1, 2, 150, 9, 8, true), (2, 2, 9, 130, 32, false)] {
+            // Inputs drawn once: the generator is global, and tests run in parallel.
+            let inputs = [random([b, nq, h * d], 11), random([b, nk, h * d], 12), random([b, nk, h * d], 13)];
+            let w0 = random([b, h, nq, d], 14);
+            let run = |fast: bool| {
+                let leaf = |i: usize| Tensor::<A, 3>::from_inner(inputs[i].clone()).require_grad();
+                let (q0, k0, v0) = (leaf(0), leaf(1), leaf(2));
+                let split = |t: Tensor<A, 3>, n| t.reshape([b, n, h, d]).swap_dims(1, 2);
+                let (q, k, v) = (split(q0.clone(), nq), split(k0.clone(), nk), split(v0.clone(), nk));
+                let bias = blocks.then(|| {
+                    let mut pad = vec![0.0f32; nk];
+                    pad[nk - 1] = f32::NEG_INFINITY;
+                    Tensor::<A, 1>::from_floats(pad.as_slice(), &Default::default()).reshape([1, 1, 1, nk]).expand([b, h, nq, nk])
+                });
+                let y = if fast {
+                    attention(&q, &k, &v, bias.as_ref()).expect("served")
+                } else {
+                    burn_attention(q, k, v, None, bias, AttentionModuleOptions::default())
+                };
+                let w = Tensor::<A, 4>::from_inner(w0.clone());
+                let g = (y.clone() * w).sum().backward();
+                let grads: Vec<_> = [&q0, &k0, &v0].iter().map(|t| t.grad(&g).unwrap()).collect();
+                (y.inner(), grads)
+            };
+            let (y1, g1) = run(true);
+            let (y0, g0) = run(false);
+            let dy = max_abs_diff(y1, y0);
+            assert!(dy < 1e-5, "{b} {h} {nq} {nk} {d}: {dy}");
+            for (a, c) in g1.into_iter().zip(g0) {
+                assert!(max_abs_diff(a, c) < 1e-4, "{b} {h} {nq} {nk} {d}");
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use burn_flex::FlexTensor;
 
-use crate::{for_each_task, from_flex, into_flex, simd, SendPtr};
+use crate::{for_each_task, from_flex, grad, into_flex, simd, SendPtr};
 
 /// Which GELU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,9 +21,46 @@ pub enum Gelu {
 const CHUNK: usize = 1 << 14;
 
 /// GELU of `x`, or `Err(x)` when the kernels do not serve its backend (the caller composes it).
+/// Under autodiff one graph node, whose backward multiplies by the exact derivative.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>, kind: Gelu) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    if grad::serves::<B>() {
+        let t = grad::into_ad(x)?;
+        let backward = match kind {
+            Gelu::Erf => gelu_erf_backward,
+            Gelu::Tanh => gelu_tanh_backward,
+        };
+        let y = grad::unary_node(t, |x| gelu_flex(x, kind), |x, _| x.clone(), backward);
+        return Ok(grad::from_ad(y));
+    }
     let t = into_flex(x)?;
     Ok(from_flex(gelu_flex(t, kind)))
+}
+
+fn gelu_erf_backward(x: &FlexTensor, g: FlexTensor) -> FlexTensor {
+    map2(x, g, simd::gelu_erf_grad)
+}
+
+fn gelu_tanh_backward(x: &FlexTensor, g: FlexTensor) -> FlexTensor {
+    map2(x, g, simd::gelu_tanh_grad)
+}
+
+/// `out[i] = f(x[i], g[i])` over two tensors of one shape, in parallel chunks.
+fn map2(x: &FlexTensor, g: FlexTensor, f: fn(&[f32], &[f32], &mut [f32])) -> FlexTensor {
+    let shape = x.layout().shape().clone();
+    let x = x.to_contiguous();
+    let g = owned_contiguous(g);
+    let n = shape.num_elements();
+    let (xs, gs): (&[f32], &[f32]) = (&x.storage()[..n], &g.storage()[..n]);
+    let mut out = vec![0.0f32; n];
+    let ptr = SendPtr(out.as_mut_ptr());
+    for_each_task(n.div_ceil(CHUNK), move |i| {
+        let ptr = ptr;
+        let (start, end) = (i * CHUNK, ((i + 1) * CHUNK).min(n));
+        // SAFETY: tasks cover disjoint ranges of `out`, which outlives the loop.
+        let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start), end - start) };
+        f(&xs[start..end], &gs[start..end], dst);
+    });
+    FlexTensor::from_data(burn::tensor::TensorData::new(out, shape))
 }
 
 fn gelu_flex(t: FlexTensor, kind: Gelu) -> FlexTensor {
@@ -94,6 +131,34 @@ mod tests {
             // A permuted view.
             let strided = gelu(x.clone().swap_dims(0, 2), kind).ok().unwrap();
             assert!(max_abs_diff(strided, want.swap_dims(0, 2)) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn under_autodiff_the_gradient_is_the_composed_ones() {
+        type A = crate::grad::Ad;
+        let x0 = random([4, 33, 20], 9) * 3.0;
+        let w0 = random([4, 33, 20], 10);
+        for kind in [Gelu::Erf, Gelu::Tanh] {
+            let grads_of = |fast: bool| {
+                let x = Tensor::<A, 3>::from_inner(x0.clone()).require_grad();
+                let w = Tensor::<A, 3>::from_inner(w0.clone());
+                let y = if fast {
+                    gelu(x.clone(), kind).ok().expect("served")
+                } else {
+                    match kind {
+                        Gelu::Erf => x.clone() * ((x.clone() * std::f64::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5,
+                        Gelu::Tanh => activation::gelu_approximate(x.clone()),
+                    }
+                };
+                let loss = (y.clone() * w).sum();
+                let g = loss.backward();
+                (y.inner(), x.grad(&g).unwrap())
+            };
+            let (y_fast, g_fast) = grads_of(true);
+            let (y_ref, g_ref) = grads_of(false);
+            assert!(max_abs_diff(y_fast, y_ref) < 1e-5);
+            assert!(max_abs_diff(g_fast, g_ref) < 1e-4, "{kind:?}");
         }
     }
 

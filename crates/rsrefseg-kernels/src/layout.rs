@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Shape, Tensor};
 use burn_flex::{FlexTensor, Layout};
 
-use crate::{flex_ref, for_each_task, from_flex, view_fits, SendPtr};
+use crate::{flex_ref, for_each_task, from_flex, grad, view_fits, SendPtr};
 
 /// `x.reshape(shape)` as a view of the same buffer when its strides allow one, else `Err(x)`
 /// (for the caller's `reshape`, which copies). `shape` must hold as many elements as `x`.
@@ -15,15 +15,32 @@ pub fn view_reshape<B: Backend, const D: usize, const D2: usize>(
     x: Tensor<B, D>,
     shape: [usize; D2],
 ) -> Result<Tensor<B, D2>, Tensor<B, D>> {
+    if grad::serves::<B>() {
+        // Under autodiff: a node whose backward reshapes the gradient back.
+        let Some(layout) = grad::ad_ref(&x).and_then(|t| view_layout(&t.primitive, &shape)) else { return Err(x) };
+        let t = grad::into_ad(x)?;
+        let y = grad::unary_node(
+            t,
+            move |p| p.with_layout(layout),
+            |x, _| x.layout().shape().clone(),
+            |old, g| g.reshape(old.clone()),
+        );
+        return Ok(grad::from_ad(y));
+    }
     let Some(t) = flex_ref(&x) else { return Err(x) };
+    let Some(layout) = view_layout(&t, &shape) else { return Err(x) };
+    drop(x);
+    Ok(from_flex(t.with_layout(layout)))
+}
+
+/// The layout of `t` reshaped to `shape` without moving data, when there is one.
+fn view_layout(t: &FlexTensor, shape: &[usize]) -> Option<Layout> {
     let layout = t.layout();
     if layout.num_elements() != shape.iter().product::<usize>() {
-        return Err(x);
+        return None;
     }
-    let Some(strides) = view_strides(layout.shape(), layout.strides(), &shape) else { return Err(x) };
-    let offset = layout.start_offset();
-    drop(x);
-    Ok(from_flex(t.with_layout(Layout::new(Shape::from(shape.to_vec()), strides, offset))))
+    let strides = view_strides(layout.shape(), layout.strides(), shape)?;
+    Some(Layout::new(Shape::from(shape.to_vec()), strides, layout.start_offset()))
 }
 
 /// Strides that read `old` (with `old_strides`) in the row-major order of `new`, when one set of
@@ -66,19 +83,45 @@ const MIN_RUN: usize = 8;
 /// comes back as is), `Err(x)` otherwise or when its innermost contiguous run is shorter than
 /// [`MIN_RUN`] (a transpose of the last dimension, which Flex's tiled copy handles).
 pub fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    if grad::serves::<B>() {
+        // Under autodiff: a node whose backward passes the gradient through.
+        let Some(t) = grad::ad_ref(&x) else { return Err(x) };
+        if is_plain(&t.primitive) {
+            return Ok(x);
+        }
+        let Some(copy) = contiguous_flex(&t.primitive) else { return Err(x) };
+        drop(t);
+        let t = grad::into_ad(x)?;
+        let y = grad::unary_node(t, move |_| copy, |_, _| (), |_, g| g);
+        return Ok(grad::from_ad(y));
+    }
     let Some(t) = flex_ref(&x) else { return Err(x) };
-    let layout = t.layout();
-    if layout.is_contiguous() && layout.start_offset() == 0 {
+    if is_plain(&t) {
         return Ok(x);
     }
+    match contiguous_flex(&t) {
+        Some(copy) => Ok(from_flex(copy)),
+        None => Err(x),
+    }
+}
+
+/// Laid out contiguously from the start of its buffer.
+fn is_plain(t: &FlexTensor) -> bool {
+    t.layout().is_contiguous() && t.layout().start_offset() == 0
+}
+
+/// The run-by-run copy of `t` (`None` when its innermost run is too short or it does not fit
+/// its buffer).
+fn contiguous_flex(t: &FlexTensor) -> Option<FlexTensor> {
+    let layout = t.layout();
     let (shape, strides) = collapse(layout.shape(), layout.strides());
     let run = *shape.last().unwrap_or(&1);
     if strides.last() != Some(&1) || run < MIN_RUN {
-        return Err(x);
+        return None;
     }
     let src: &[f32] = t.storage();
     if !view_fits(&shape, &strides, layout.start_offset(), src.len()) {
-        return Err(x);
+        return None;
     }
     let n = layout.num_elements();
     let runs = n / run;
@@ -114,9 +157,7 @@ pub fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<
             }
         }
     });
-    drop(x);
-    let shape = t.layout().shape().clone();
-    Ok(from_flex(FlexTensor::from_data(burn::tensor::TensorData::new(out, shape))))
+    Some(FlexTensor::from_data(burn::tensor::TensorData::new(out, layout.shape().clone())))
 }
 
 /// Drops size-1 dimensions and merges neighbours that are contiguous with each other.
@@ -183,6 +224,27 @@ mod tests {
         assert_eq!(contiguous(n.clone()).ok().unwrap().into_data(), (n * 1.0).into_data());
         // Too short a run (a transpose of the last dimension) is left to Flex.
         assert!(contiguous(random([16, 16], 6).swap_dims(0, 1)).is_err());
+    }
+
+    #[test]
+    fn under_autodiff_views_and_copies_pass_gradients_back() {
+        type A = crate::grad::Ad;
+        let x0 = random([2, 12, 3, 4, 8], 8);
+        let w0 = random([2, 4, 12, 8], 9);
+        let run = |fast: bool| {
+            let x = Tensor::<A, 5>::from_inner(x0.clone()).require_grad();
+            let part = x.clone().narrow(2, 1, 1);
+            let v: Tensor<A, 4> = if fast { view_reshape(part, [2, 12, 4, 8]).ok().expect("a view") } else { part.reshape([2, 12, 4, 8]) };
+            let p = v.reshape([2, 3, 4, 4, 8]).permute([0, 2, 1, 3, 4]);
+            let c = if fast { contiguous(p).ok().expect("runs of 8") } else { p * 1.0 };
+            let y = c.swap_dims(2, 3).reshape([2, 4, 12, 8]);
+            let g = (y.clone() * Tensor::from_inner(w0.clone())).sum().backward();
+            (y.inner(), x.grad(&g).unwrap())
+        };
+        let (y1, g1) = run(true);
+        let (y0, g0) = run(false);
+        assert_eq!(y1.into_data(), y0.into_data());
+        assert_eq!(g1.into_data(), g0.into_data());
     }
 
     #[test]

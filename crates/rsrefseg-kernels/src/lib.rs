@@ -13,16 +13,19 @@
 //! - burn's `max_pool2d` wants channels-first, so Hiera's channels-last query pooling permutes
 //!   twice around it.
 //!
-//! Each kernel here takes and returns burn tensors of any backend. When the backend is Flex and
-//! the tensor holds f32, the kernel runs; otherwise the input comes back untouched (`Err`) and
-//! the caller runs its composed burn ops — so other backends, and autodiff (whose backend type
-//! is not Flex), keep burn's own implementation and its gradients.
+//! Each kernel here takes and returns burn tensors of any backend. When the backend is Flex, or
+//! Flex under burn's autodiff (training), and the tensor holds f32, the kernel runs — under
+//! autodiff as one graph node with the kernel's own backward pass (burn's backend-extension
+//! mechanism: `Backward` ops of `burn-autodiff`). Otherwise the input comes back untouched
+//! (`Err`/`None`) and the caller runs its composed burn ops, so other backends keep burn's own
+//! implementation and gradients.
 //!
 //! One concept per file: [`attention`], [`gelu`], [`layout`] (views and copies), [`pool`]; the
-//! vectorised math they share is in [`simd`].
+//! vectorised math they share is in [`simd`], the autodiff glue in [`grad`].
 
 pub mod attention;
 pub mod gelu;
+pub mod grad;
 pub mod layout;
 pub mod pool;
 pub mod simd;
@@ -38,34 +41,51 @@ pub use gelu::{gelu, Gelu};
 pub use layout::{contiguous, view_reshape};
 pub use pool::max_pool_nhwc;
 
-/// Whether the kernels serve backend `B` (burn's Flex, not wrapped in autodiff).
+/// Whether the kernels serve backend `B`: burn's Flex, plain (inference) or under autodiff
+/// (training, with the kernels' own backward passes).
 pub fn serves<B: Backend>() -> bool {
+    serves_plain::<B>() || grad::serves::<B>()
+}
+
+/// `B` is Flex itself.
+fn serves_plain<B: Backend>() -> bool {
     TypeId::of::<B>() == TypeId::of::<Flex>()
 }
 
-/// The f32 Flex tensor behind `x`, or `x` back when `B` is not Flex or `x` is not plain f32.
-fn into_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
-    if !serves::<B>() || x.dtype() != DType::F32 {
+/// The float primitive behind `x` as a `P`, or `x` back when `B`'s primitive is not a `P` (or
+/// `x` is quantized).
+fn downcast<B: Backend, P: 'static, const D: usize>(x: Tensor<B, D>) -> Result<P, Tensor<B, D>> {
+    if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<P>() {
         return Err(x);
     }
     match x.into_primitive() {
         TensorPrimitive::Float(p) => {
             let any: Box<dyn Any> = Box::new(p);
-            match any.downcast::<FlexTensor>() {
-                Ok(t) => Ok(*t),
-                // Unreachable (B is Flex), but the tensor goes back rather than being lost.
-                Err(any) => Err(Tensor::from_primitive(TensorPrimitive::Float(
-                    *any.downcast::<B::FloatTensorPrimitive>().expect("the primitive just boxed"),
-                ))),
-            }
+            Ok(*any.downcast::<P>().expect("the type was just compared"))
         }
         q => Err(Tensor::from_primitive(q)),
     }
 }
 
+/// `p` as a float tensor of `B`; `P` must be `B`'s float primitive (checked by the caller's
+/// `serves`).
+fn upcast<B: Backend, P: 'static, const D: usize>(p: P) -> Tensor<B, D> {
+    let any: Box<dyn Any> = Box::new(p);
+    let p = any.downcast::<B::FloatTensorPrimitive>().expect("the kernels only build tensors of the backend they serve");
+    Tensor::from_primitive(TensorPrimitive::Float(*p))
+}
+
+/// The f32 Flex tensor behind `x`, or `x` back when `B` is not Flex or `x` is not plain f32.
+fn into_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+    if !serves_plain::<B>() || x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    downcast(x)
+}
+
 /// A view of `x` as a Flex tensor (shares its storage), when the kernels serve it.
 fn flex_ref<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<FlexTensor> {
-    if !serves::<B>() || x.dtype() != DType::F32 {
+    if !serves_plain::<B>() || x.dtype() != DType::F32 {
         return None;
     }
     into_flex(x.clone()).ok()
@@ -73,9 +93,7 @@ fn flex_ref<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Option<FlexTensor> 
 
 /// `t` as a tensor of backend `B`; only called once [`serves`] said `B` is Flex.
 fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
-    let any: Box<dyn Any> = Box::new(t);
-    let p = any.downcast::<B::FloatTensorPrimitive>().expect("B is Flex: its float primitive is FlexTensor");
-    Tensor::from_primitive(TensorPrimitive::Float(*p))
+    upcast(t)
 }
 
 /// A raw pointer that tasks writing disjoint parts of one output buffer share.

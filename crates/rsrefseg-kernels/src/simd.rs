@@ -85,6 +85,39 @@ pub fn gelu_tanh_lane(x: f32) -> f32 {
     x / (1.0 + exp_lane(-2.0 * u))
 }
 
+/// Derivative of the exact GELU: `Φ(x) + x·φ(x)`.
+#[inline(always)]
+pub fn gelu_erf_grad_lane(x: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    0.5 * (1.0 + erf_lane(x * std::f32::consts::FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * exp_lane(-0.5 * x * x)
+}
+
+/// Derivative of the tanh GELU `x·σ(2u)`: `σ + x·σ(1 − σ)·2u'`.
+#[inline(always)]
+pub fn gelu_tanh_grad_lane(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+    let s = 1.0 / (1.0 + exp_lane(-2.0 * u));
+    s + x * s * (1.0 - s) * 2.0 * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x)
+}
+
+#[inline(always)]
+fn grad_body(x: &[f32], g: &[f32], dst: &mut [f32], f: impl Fn(f32) -> f32) {
+    for ((d, &x), &g) in dst.iter_mut().zip(x).zip(g) {
+        *d = g * f(x);
+    }
+}
+
+#[inline(always)]
+fn gelu_erf_grad_body(x: &[f32], g: &[f32], dst: &mut [f32]) {
+    grad_body(x, g, dst, gelu_erf_grad_lane)
+}
+
+#[inline(always)]
+fn gelu_tanh_grad_body(x: &[f32], g: &[f32], dst: &mut [f32]) {
+    grad_body(x, g, dst, gelu_tanh_grad_lane)
+}
+
 #[inline(always)]
 fn map_body(src: &[f32], dst: &mut [f32], f: impl Fn(f32) -> f32) {
     for (d, &s) in dst.iter_mut().zip(src) {
@@ -179,6 +212,14 @@ dispatch!(
     gelu_tanh_inplace => gelu_tanh_inplace_body(xs: &mut [f32])
 );
 dispatch!(
+    /// `dst[i] = g[i] · gelu_erf'(x[i])`.
+    gelu_erf_grad => gelu_erf_grad_body(x: &[f32], g: &[f32], dst: &mut [f32])
+);
+dispatch!(
+    /// `dst[i] = g[i] · gelu_tanh'(x[i])`.
+    gelu_tanh_grad => gelu_tanh_grad_body(x: &[f32], g: &[f32], dst: &mut [f32])
+);
+dispatch!(
     /// `xs[i] = eˣⁱ`.
     exp_inplace => exp_inplace_body(xs: &mut [f32])
 );
@@ -239,6 +280,26 @@ mod tests {
         let mut t2 = xs.clone();
         gelu_tanh_inplace(&mut t2);
         assert_eq!(t, t2);
+    }
+
+    #[test]
+    fn gelu_derivatives_match_finite_differences() {
+        let h = 1e-3f64;
+        for i in -300..300 {
+            let x = i as f64 * 0.021;
+            let e = |x: f64| 0.5 * x * (1.0 + libm_erf(x / 2f64.sqrt()));
+            let t = |x: f64| {
+                let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+                0.5 * x * (1.0 + u.tanh())
+            };
+            let de = (e(x + h) - e(x - h)) / (2.0 * h);
+            let dt = (t(x + h) - t(x - h)) / (2.0 * h);
+            let mut out = [0.0f32];
+            gelu_erf_grad(&[x as f32], &[2.0], &mut out);
+            assert!((out[0] as f64 - 2.0 * de).abs() < 1e-5, "gelu_erf'({x})");
+            gelu_tanh_grad(&[x as f32], &[2.0], &mut out);
+            assert!((out[0] as f64 - 2.0 * dt).abs() < 1e-5, "gelu_tanh'({x})");
+        }
     }
 
     /// erf in f64 by its Taylor series (|x| < 3) or its asymptotic complement: a reference

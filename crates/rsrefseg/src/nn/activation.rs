@@ -40,7 +40,7 @@ impl Activation {
 /// tanh GELU, `½x(1 + tanh(√(2/π)·x·(1 + 0.044715·x²)))`: burn's `gelu_approximate` with the
 /// cube as two products instead of `powf` (a scalar `powf` per element cost ~5 % of SigLIP's
 /// vision tower on the CPU backend). Same function; rounding differs in the last bits. On the CPU
-/// backend (inference; autodiff keeps this composition): the project's one-pass kernel.
+/// backend (also under autodiff, with its exact derivative): the project's one-pass kernel.
 pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let x = match rsrefseg_kernels::gelu(x, rsrefseg_kernels::Gelu::Tanh) {
         Ok(y) => return y,
@@ -54,7 +54,7 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// Exact GELU, `x · ½(1 + erf(x/√2))`, written with `erf` so that autodiff differentiates it
 /// exactly (burn's fused `gelu` has an approximate backward on the CPU backend: ~1e-3 error in the
 /// derivative, which shows in the gradients of everything behind a GELU). On the CPU backend
-/// (inference; autodiff keeps this composition): the project's one-pass kernel.
+/// (also under autodiff, with the exact derivative): the project's one-pass kernel.
 pub fn gelu_erf<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let x = match rsrefseg_kernels::gelu(x, rsrefseg_kernels::Gelu::Erf) {
         Ok(y) => return y,
