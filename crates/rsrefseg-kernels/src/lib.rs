@@ -20,12 +20,14 @@
 //! (`Err`/`None`) and the caller runs its composed burn ops, so other backends keep burn's own
 //! implementation and gradients.
 //!
-//! One concept per file: [`attention`], [`gelu`], [`layout`] (views and copies), [`pool`]; the
+//! One concept per file: [`attention`], [`gelu`], [`im2col`] (convolution columns), [`layout`]
+//! (views and copies), [`pool`]; the
 //! vectorised math they share is in [`simd`], the autodiff glue in [`grad`].
 
 pub mod attention;
 pub mod gelu;
 pub mod grad;
+pub mod im2col;
 pub mod layout;
 pub mod pool;
 pub mod simd;
@@ -38,6 +40,7 @@ use burn_flex::{Flex, FlexTensor};
 
 pub use attention::attention;
 pub use gelu::{gelu, Gelu};
+pub use im2col::{im2col, Im2col};
 pub use layout::{contiguous, view_reshape};
 pub use pool::max_pool_nhwc;
 

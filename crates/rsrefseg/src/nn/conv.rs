@@ -58,7 +58,19 @@ pub fn conv2d_gemm<B: Backend>(
     assert!(hp >= kh && wp >= kw, "conv2d: kernel {kh}×{kw} larger than padded input {hp}×{wp}");
     let (ho, wo) = ((hp - kh) / sh + 1, (wp - kw) / sw + 1);
 
-    let y = if kh == 1 && kw == 1 && sh == 1 && sw == 1 && padding == [0, 0, 0, 0] {
+    let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && padding == [0, 0, 0, 0];
+    // The CPU backend gathers the columns in one pass (also under autodiff, with its scatter-add
+    // backward); the composed gathers below serve the other backends.
+    let x = if pointwise {
+        x
+    } else {
+        let geometry = rsrefseg_kernels::Im2col { kernel: [kh, kw], stride, padding: [top, left, bottom, right] };
+        match rsrefseg_kernels::im2col(x, geometry) {
+            Ok(cols) => return with_bias(weight.reshape([1, o, c * kh * kw]).matmul(cols).reshape([n, o, ho, wo]), bias),
+            Err(x) => x,
+        }
+    };
+    let y = if pointwise {
         // Pointwise: (o, c) · (n, c, h·w).
         weight.reshape([1, o, c]).matmul(x.reshape([n, c, h * w]))
     } else if kh == sh && kw == sw && padding == [0, 0, 0, 0] && h % kh == 0 && w % kw == 0 {
@@ -95,9 +107,16 @@ pub fn conv2d_gemm<B: Backend>(
         let cols = Tensor::cat(taps, 2).reshape([n, c * kh * kw, ho * wo]);
         weight.reshape([1, o, c * kh * kw]).matmul(cols)
     };
-    let y = y.reshape([n, o, ho, wo]);
+    with_bias(y.reshape([n, o, ho, wo]), bias)
+}
+
+/// `y: [n, o, ho, wo]` plus the per-channel bias.
+fn with_bias<B: Backend>(y: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
     match bias {
-        Some(bias) => y + bias.reshape([1, o, 1, 1]),
+        Some(bias) => {
+            let o = bias.dims()[0];
+            y + bias.reshape([1, o, 1, 1])
+        }
         None => y,
     }
 }
