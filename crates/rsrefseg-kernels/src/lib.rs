@@ -20,11 +20,12 @@
 //! (`Err`/`None`) and the caller runs its composed burn ops, so other backends keep burn's own
 //! implementation and gradients.
 //!
-//! One concept per file: [`attention`], [`gelu`], [`im2col`] (convolution columns), [`layout`]
-//! (views and copies), [`pool`]; the
-//! vectorised math they share is in [`simd`], the autodiff glue in [`grad`].
+//! One concept per file: [`attention`], [`channel`] (per-channel affine maps), [`gelu`],
+//! [`im2col`] (convolution columns), [`layout`] (views and copies), [`pool`]; the vectorised math
+//! they share is in [`simd`], the autodiff glue in [`grad`].
 
 pub mod attention;
+pub mod channel;
 pub mod gelu;
 pub mod grad;
 pub mod im2col;
@@ -39,6 +40,7 @@ use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 
 pub use attention::attention;
+pub use channel::channel_affine;
 pub use gelu::{gelu, Gelu};
 pub use im2col::{im2col, Im2col};
 pub use layout::{contiguous, view_reshape};
@@ -100,12 +102,17 @@ fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
 }
 
 /// A raw pointer that tasks writing disjoint parts of one output buffer share.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+struct SendPtr<T = f32>(*mut T);
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtr<T> {}
 // SAFETY: every kernel hands each task a disjoint set of elements of the buffer behind the
 // pointer, and the buffer outlives the parallel loop (it is joined before the buffer is used).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
+unsafe impl<T: Send> Send for SendPtr<T> {}
+unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 /// Runs `f(i)` for `i in 0..n`, on rayon's pool natively and in a loop in the browser.
 fn for_each_task(n: usize, f: impl Fn(usize) + Send + Sync) {

@@ -51,7 +51,7 @@ fn pool(t: &FlexTensor, [sh, sw]: [usize; 2]) -> Option<(FlexTensor, Vec<u32>)> 
     let offset = layout.start_offset();
     let mut out = vec![0.0f32; b * ho * wo * c];
     let mut idx = vec![0u32; b * ho * wo * c];
-    let (dst, dst_idx) = (SendPtr(out.as_mut_ptr()), SendU32(idx.as_mut_ptr()));
+    let (dst, dst_idx) = (SendPtr(out.as_mut_ptr()), SendPtr(idx.as_mut_ptr()));
     // One task per output row.
     for_each_task(b * ho, |task| {
         let (dst, dst_idx) = (dst, dst_idx);
@@ -93,12 +93,6 @@ fn unpool(g: FlexTensor, [b, h, w, c]: [usize; 4], argmax: &[u32]) -> FlexTensor
     }
     FlexTensor::from_data(burn::tensor::TensorData::new(out, [b, h, w, c]))
 }
-
-#[derive(Clone, Copy)]
-struct SendU32(*mut u32);
-// SAFETY: as `SendPtr`: tasks write disjoint elements of a buffer that outlives the loop.
-unsafe impl Send for SendU32 {}
-unsafe impl Sync for SendU32 {}
 
 #[cfg(test)]
 mod tests {

@@ -113,10 +113,7 @@ pub fn conv2d_gemm<B: Backend>(
 /// `y: [n, o, ho, wo]` plus the per-channel bias.
 fn with_bias<B: Backend>(y: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
     match bias {
-        Some(bias) => {
-            let o = bias.dims()[0];
-            y + bias.reshape([1, o, 1, 1])
-        }
+        Some(bias) => super::channel_affine(y, None, Some(bias)),
         None => y,
     }
 }

@@ -31,13 +31,10 @@ pub struct LayerNorm2d<B: Backend> {
 impl<B: Backend> LayerNorm2d<B> {
     /// `[b, c, h, w] -> [b, c, h, w]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [_, c, _, _] = x.dims();
         let u = x.clone().mean_dim(1);
         let d = x - u;
         let s = d.clone().powi_scalar(2).mean_dim(1);
         let x = d / (s + self.eps).sqrt();
-        let w = self.weight.val().reshape([1, c, 1, 1]);
-        let b = self.bias.val().reshape([1, c, 1, 1]);
-        x * w + b
+        super::channel_affine(x, Some(self.weight.val()), Some(self.bias.val()))
     }
 }

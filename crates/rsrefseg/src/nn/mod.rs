@@ -39,3 +39,31 @@ pub fn reshape_view<B: Backend, const D: usize, const D2: usize>(x: Tensor<B, D>
         Err(x) => x.reshape(shape),
     }
 }
+
+/// `x·scale[c] + shift[c]` over dimension 1 of a channels-first `x` (`[n, c, …]`): a
+/// convolution's bias, LayerNorm2d's affine part. One pass per channel plane on the CPU backend
+/// (with its backward under autodiff); broadcast ops elsewhere.
+pub fn channel_affine<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    scale: Option<Tensor<B, 1>>,
+    shift: Option<Tensor<B, 1>>,
+) -> Tensor<B, D> {
+    let x = match rsrefseg_kernels::channel_affine(x, scale.as_ref(), shift.as_ref()) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    let c = x.dims()[1];
+    let per_channel = |t: Tensor<B, 1>| -> Tensor<B, D> {
+        let mut shape = [1; D];
+        shape[1] = c;
+        t.reshape(shape)
+    };
+    let x = match scale {
+        Some(s) => x * per_channel(s),
+        None => x,
+    };
+    match shift {
+        Some(b) => x + per_channel(b),
+        None => x,
+    }
+}

@@ -143,7 +143,7 @@ pub fn conv_transpose_k2s2<B: Backend>(layer: &ConvTranspose2d<B>, x: Tensor<B, 
     let y = cols.matmul(weight.reshape([1, c, o * 4]));
     let y = y.reshape([b, h, w, o, 2, 2]).permute([0, 3, 1, 4, 2, 5]).reshape([b, o, 2 * h, 2 * w]);
     match &layer.bias {
-        Some(bias) => y + bias.val().reshape([1, o, 1, 1]),
+        Some(bias) => crate::nn::channel_affine(y, None, Some(bias.val())),
         None => y,
     }
 }
