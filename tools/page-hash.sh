@@ -15,6 +15,7 @@ PREBUILT=web/prebuilt
 
 # What the page is built from (tests, docs and the CLI are not).
 INPUTS=(Cargo.toml Cargo.lock Trunk.toml .cargo/config.toml
+    crates/rsrefseg-kernels/Cargo.toml crates/rsrefseg-kernels/src
     crates/rsrefseg/Cargo.toml crates/rsrefseg/src
     crates/rsrefseg-web/Cargo.toml crates/rsrefseg-web/src
     index.html web/app.js web/worker.js web/sw.js web/style.css web/samples
