@@ -79,9 +79,10 @@ fn view_strides(old: &[usize], old_strides: &[isize], new: &[usize]) -> Option<V
 /// Shortest contiguous run worth a `memcpy` of its own; shorter ones are left to Flex.
 const MIN_RUN: usize = 8;
 
-/// `x` laid out contiguously, copied run by run: Ok when the kernels serve `x` (a contiguous `x`
-/// comes back as is), `Err(x)` otherwise or when its innermost contiguous run is shorter than
-/// [`MIN_RUN`] (a transpose of the last dimension, which Flex's tiled copy handles).
+/// `x` laid out contiguously: whole contiguous runs copied at once, or (a permutation that
+/// interleaves, such as a pixel shuffle) the two innermost dimensions walked with their strides.
+/// Ok when the kernels serve `x` (a contiguous `x` comes back as is), `Err(x)` otherwise or for
+/// a plain 2-D transpose (Flex's tiled copy handles those).
 pub fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>, Tensor<B, D>> {
     if grad::serves::<B>() {
         // Under autodiff: a node whose backward passes the gradient through.
@@ -110,33 +111,45 @@ fn is_plain(t: &FlexTensor) -> bool {
     t.layout().is_contiguous() && t.layout().start_offset() == 0
 }
 
-/// The run-by-run copy of `t` (`None` when its innermost run is too short or it does not fit
-/// its buffer).
+/// The copy of `t` into a contiguous buffer (`None` for a 2-D transpose, or a view that does not
+/// fit its buffer).
 fn contiguous_flex(t: &FlexTensor) -> Option<FlexTensor> {
     let layout = t.layout();
-    let (shape, strides) = collapse(layout.shape(), layout.strides());
-    let run = *shape.last().unwrap_or(&1);
-    if strides.last() != Some(&1) || run < MIN_RUN {
-        return None;
-    }
+    let (mut shape, mut strides) = collapse(layout.shape(), layout.strides());
     let src: &[f32] = t.storage();
     if !view_fits(&shape, &strides, layout.start_offset(), src.len()) {
         return None;
     }
+    let long_runs = strides.last() == Some(&1) && *shape.last().unwrap_or(&1) >= MIN_RUN;
+    if !long_runs && shape.len() <= 2 {
+        return None;
+    }
+    // The innermost block copied per outer index: one run, or an (a × b) strided tile.
+    if shape.len() < 2 {
+        shape.insert(0, 1);
+        strides.insert(0, 0);
+    }
+    let k = shape.len();
+    let (inner, (ia, ib, sa, sb)) = if long_runs {
+        (shape[k - 1], (1, shape[k - 1], 0, 1))
+    } else {
+        (shape[k - 2] * shape[k - 1], (shape[k - 2], shape[k - 1], strides[k - 2], strides[k - 1]))
+    };
+    let n_outer = if long_runs { k - 1 } else { k - 2 };
     let n = layout.num_elements();
-    let runs = n / run;
+    let blocks = n / inner;
     let mut out = vec![0.0f32; n];
     let dst = SendPtr(out.as_mut_ptr());
-    let outer = &shape[..shape.len() - 1];
-    let outer_strides = &strides[..strides.len() - 1];
+    let outer = &shape[..n_outer];
+    let outer_strides = &strides[..n_outer];
     let offset = layout.start_offset();
-    // Tasks of ~64 KiB of runs each.
-    let per_task = (16384 / run).max(1);
-    for_each_task(runs.div_ceil(per_task), |task| {
+    // Tasks of ~64 KiB each.
+    let per_task = (16384 / inner).max(1);
+    for_each_task(blocks.div_ceil(per_task), |task| {
         let dst = dst;
         let first = task * per_task;
-        let last = (first + per_task).min(runs);
-        // The outer index of run `first`, then an odometer.
+        let last = (first + per_task).min(blocks);
+        // The outer index of block `first`, then an odometer.
         let mut idx = vec![0usize; outer.len()];
         let mut r = first;
         for d in (0..outer.len()).rev() {
@@ -145,9 +158,21 @@ fn contiguous_flex(t: &FlexTensor) -> Option<FlexTensor> {
         }
         for j in first..last {
             let at = offset + idx.iter().zip(outer_strides).map(|(&i, &s)| i * s as usize).sum::<usize>();
-            // SAFETY: run j occupies out[j·run .. (j+1)·run], disjoint across tasks; `view_fits`
-            // bounded the source range.
-            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().add(at), dst.0.add(j * run), run) };
+            // SAFETY: block j occupies out[j·inner .. (j+1)·inner], disjoint across tasks;
+            // `view_fits` bounded every source index.
+            unsafe {
+                let o = dst.0.add(j * inner);
+                if long_runs {
+                    std::ptr::copy_nonoverlapping(src.as_ptr().add(at), o, inner);
+                } else {
+                    let (sa, sb) = (sa as usize, sb as usize);
+                    for a in 0..ia {
+                        for b in 0..ib {
+                            *o.add(a * ib + b) = *src.get_unchecked(at + a * sa + b * sb);
+                        }
+                    }
+                }
+            }
             for d in (0..outer.len()).rev() {
                 idx[d] += 1;
                 if idx[d] < outer[d] {
@@ -222,7 +247,11 @@ mod tests {
         // A narrowed view with an offset.
         let n = x.clone().narrow(5, 2, 9).narrow(1, 1, 2);
         assert_eq!(contiguous(n.clone()).ok().unwrap().into_data(), (n * 1.0).into_data());
-        // Too short a run (a transpose of the last dimension) is left to Flex.
+        // A pixel shuffle (SAM's 2×2 transposed convolution): runs of one element.
+        let y = random([2, 5, 6, 3, 2, 2], 7);
+        let shuffled = y.clone().permute([0, 3, 1, 4, 2, 5]);
+        assert_eq!(contiguous(shuffled.clone()).ok().expect("served").into_data(), (shuffled * 1.0).into_data());
+        // A plain transpose of the last dimension is left to Flex's tiled copy.
         assert!(contiguous(random([16, 16], 6).swap_dims(0, 1)).is_err());
     }
 

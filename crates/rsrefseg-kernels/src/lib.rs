@@ -1,8 +1,8 @@
 //! rsrefseg's own CPU kernels for burn's Flex backend.
 //!
 //! burn runs a model op by op. On Flex (the CPU backend of every rsrefseg command and of the
-//! page's CPU fallback) four things cost far more than their arithmetic, measured with `perf` on
-//! `rsrefseg bench` (browser sizes, 2 threads):
+//! page's CPU fallback) these cost far more than their arithmetic, measured with `perf` on
+//! `rsrefseg bench` (browser sizes, 2 threads) and on a `nano` training step:
 //! - attention runs on one thread whatever the pool size, after copying the per-head views of q,
 //!   k and v into contiguous buffers, with a scalar `exp` (13 % of SigLIP's vision tower, 10 %
 //!   of Hiera's, plus its copies);
@@ -11,7 +11,10 @@
 //! - a permuted view (Hiera's window partition, its q/k/v split) is made contiguous by an
 //!   element-by-element strided iterator (21 % of Hiera's time);
 //! - burn's `max_pool2d` wants channels-first, so Hiera's channels-last query pooling permutes
-//!   twice around it.
+//!   twice around it;
+//! - convolutions as GEMM gather their columns tap by tap with strided copies; a `[1, c, 1, 1]`
+//!   bias or LayerNorm2d's channel reductions walk strided views; SAM's pixel shuffle copies
+//!   element by element (together most of the mask decoder's time).
 //!
 //! Each kernel here takes and returns burn tensors of any backend. When the backend is Flex, or
 //! Flex under burn's autodiff (training), and the tensor holds f32, the kernel runs — under
@@ -21,8 +24,8 @@
 //! implementation and gradients.
 //!
 //! One concept per file: [`attention`], [`channel`] (per-channel affine maps), [`gelu`],
-//! [`im2col`] (convolution columns), [`layout`] (views and copies), [`pool`]; the vectorised math
-//! they share is in [`simd`], the autodiff glue in [`grad`].
+//! [`im2col`] (convolution columns), [`layout`] (views and copies), [`norm`] (LayerNorm2d),
+//! [`pool`]; the vectorised math they share is in [`simd`], the autodiff glue in [`grad`].
 
 pub mod attention;
 pub mod channel;
@@ -30,6 +33,7 @@ pub mod gelu;
 pub mod grad;
 pub mod im2col;
 pub mod layout;
+pub mod norm;
 pub mod pool;
 pub mod simd;
 
@@ -44,6 +48,7 @@ pub use channel::channel_affine;
 pub use gelu::{gelu, Gelu};
 pub use im2col::{im2col, Im2col};
 pub use layout::{contiguous, view_reshape};
+pub use norm::layer_norm_channels;
 pub use pool::max_pool_nhwc;
 
 /// Whether the kernels serve backend `B`: burn's Flex, plain (inference) or under autodiff

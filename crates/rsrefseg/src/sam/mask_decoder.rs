@@ -141,7 +141,8 @@ pub fn conv_transpose_k2s2<B: Backend>(layer: &ConvTranspose2d<B>, x: Tensor<B, 
     // (B,C,H,W) -> (B,H·W,C) · (C, O·4) -> (B,H,W,O,2,2) -> (B,O,H,2,W,2) -> (B,O,2H,2W)
     let cols = x.reshape([b, c, h * w]).swap_dims(1, 2);
     let y = cols.matmul(weight.reshape([1, c, o * 4]));
-    let y = y.reshape([b, h, w, o, 2, 2]).permute([0, 3, 1, 4, 2, 5]).reshape([b, o, 2 * h, 2 * w]);
+    // The pixel shuffle, copied once in one pass on the CPU backend.
+    let y = crate::nn::contiguous(y.reshape([b, h, w, o, 2, 2]).permute([0, 3, 1, 4, 2, 5])).reshape([b, o, 2 * h, 2 * w]);
     match &layer.bias {
         Some(bias) => crate::nn::channel_affine(y, None, Some(bias.val())),
         None => y,
