@@ -222,6 +222,13 @@ pub fn text_pool<B: Backend>(t_word: Tensor<B, 3>, n: usize) -> Tensor<B, 3> {
 /// `x + pe` when there is a positional embedding (`pe` is `[n, d]`, broadcast over the batch).
 pub(crate) fn with_pe<B: Backend>(x: Tensor<B, 3>, pe: &Option<Tensor<B, 3>>) -> Tensor<B, 3> {
     match pe {
+        // On the CPU backend both operands are laid out plainly first: Flex adds a strided or
+        // broadcast operand element by element through index vectors (16 % of the prompter's
+        // time at the browser size).
+        Some(pe) if rsrefseg_kernels::serves::<B>() => {
+            let [b, n, d] = x.dims();
+            crate::nn::contiguous(x) + crate::nn::contiguous(pe.clone().expand([b, n, d]))
+        }
         Some(pe) => x + pe.clone(),
         None => x,
     }
