@@ -75,15 +75,7 @@ pub fn attention<B: Backend>(
 
 /// The forward kernel on Flex tensors (`None` when a view does not fit its buffer).
 fn attention_flex(qt: &FlexTensor, kt: &FlexTensor, vt: &FlexTensor, bt: Option<&FlexTensor>) -> Option<FlexTensor> {
-    let [b, h, nq, d] = dims4(qt);
-    let [_, _, nk, dv] = dims4(vt);
-    let qv = View::of(qt, [b, h, nq, d])?;
-    let kv = View::of(kt, [b, h, nk, d])?;
-    let vv = View::of(vt, [b, h, nk, dv])?;
-    let bv = match bt {
-        Some(t) => Some(View::of(t, [b, h, nq, nk])?),
-        None => None,
-    };
+    let Operands { dims: [b, h, nq, nk, d, dv], q: qv, k: kv, v: vv, bias: bv } = Operands::of(qt, kt, vt, bt)?;
     let scale = 1.0 / (d as f32).sqrt();
     let blocks = nq.div_ceil(ROWS);
     let mut out = vec![0.0f32; b * nq * h * dv];
@@ -125,6 +117,32 @@ fn attention_flex(qt: &FlexTensor, kt: &FlexTensor, vt: &FlexTensor, bt: Option<
     Some(heads_view(out, [b, h, nq, dv]))
 }
 
+/// The bounds-checked views of one attention call and its sizes `[b, heads, n_q, n_k, d, d_v]`.
+struct Operands<'a> {
+    dims: [usize; 6],
+    q: View<'a>,
+    k: View<'a>,
+    v: View<'a>,
+    bias: Option<View<'a>>,
+}
+
+impl<'a> Operands<'a> {
+    fn of(qt: &'a FlexTensor, kt: &'a FlexTensor, vt: &'a FlexTensor, bt: Option<&'a FlexTensor>) -> Option<Self> {
+        let [b, h, nq, d] = dims4(qt);
+        let [_, _, nk, dv] = dims4(vt);
+        Some(Self {
+            dims: [b, h, nq, nk, d, dv],
+            q: View::of(qt, [b, h, nq, d])?,
+            k: View::of(kt, [b, h, nk, d])?,
+            v: View::of(vt, [b, h, nk, dv])?,
+            bias: match bt {
+                Some(t) => Some(View::of(t, [b, h, nq, nk])?),
+                None => None,
+            },
+        })
+    }
+}
+
 fn dims4(t: &FlexTensor) -> [usize; 4] {
     let s = t.layout().shape();
     [s[0], s[1], s[2], s[3]]
@@ -164,16 +182,8 @@ fn attention_backward(
     bt: Option<&FlexTensor>,
     dout: &FlexTensor,
 ) -> Option<[FlexTensor; 3]> {
-    let [b, h, nq, d] = dims4(qt);
-    let [_, _, nk, dv] = dims4(vt);
-    let qv = View::of(qt, [b, h, nq, d])?;
-    let kv = View::of(kt, [b, h, nk, d])?;
-    let vv = View::of(vt, [b, h, nk, dv])?;
+    let Operands { dims: [b, h, nq, nk, d, dv], q: qv, k: kv, v: vv, bias: bv } = Operands::of(qt, kt, vt, bt)?;
     let ov = View::of(dout, [b, h, nq, dv])?;
-    let bv = match bt {
-        Some(t) => Some(View::of(t, [b, h, nq, nk])?),
-        None => None,
-    };
     let scale = 1.0 / (d as f32).sqrt();
     let mut dq = vec![0.0f32; b * nq * h * d];
     let mut dk = vec![0.0f32; b * nk * h * d];

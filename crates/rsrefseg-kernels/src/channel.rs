@@ -12,7 +12,7 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 
 use crate::gelu::owned_contiguous;
-use crate::{flex_ref, for_each_task, from_flex, grad, SendPtr};
+use crate::{flex_ref, for_each_chunk, for_each_task, from_flex, grad, SendPtr};
 
 /// `x·scale[c] + shift[c]` over dimension 1 of `x` (`[n, c, …]`); either operand may be absent.
 /// `Err(x)` when the kernels do not serve the tensors (the caller broadcasts).
@@ -63,14 +63,11 @@ fn affine(x: &FlexTensor, scale: Option<&FlexTensor>, shift: Option<&FlexTensor>
     let b = shift.map(|t| t.to_contiguous());
     let (ss, bs): (Option<&[f32]>, Option<&[f32]>) = (s.as_ref().map(|t| &t.storage()[..c]), b.as_ref().map(|t| &t.storage()[..c]));
     let mut out = vec![0.0f32; xs.len()];
-    let dst = SendPtr(out.as_mut_ptr());
-    for_each_task(n * c, |task| {
-        let dst = dst;
-        let ci = task % c;
+    // One part per (image, channel) plane.
+    for_each_chunk(&mut out, plane, |start, o| {
+        let ci = (start / plane) % c;
         let (k, a) = (ss.map_or(1.0, |s| s[ci]), bs.map_or(0.0, |b| b[ci]));
-        // SAFETY: plane `task` of the output belongs to this task.
-        let o = unsafe { std::slice::from_raw_parts_mut(dst.0.add(task * plane), plane) };
-        for (y, &v) in o.iter_mut().zip(&xs[task * plane..][..plane]) {
+        for (y, &v) in o.iter_mut().zip(&xs[start..][..plane]) {
             *y = v * k + a;
         }
     });

@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use burn_flex::FlexTensor;
 
-use crate::{for_each_task, from_flex, grad, into_flex, simd, SendPtr};
+use crate::{for_each_chunk, from_flex, grad, into_flex, simd};
 
 /// Which GELU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,14 +52,7 @@ fn map2(x: &FlexTensor, g: FlexTensor, f: fn(&[f32], &[f32], &mut [f32])) -> Fle
     let n = shape.num_elements();
     let (xs, gs): (&[f32], &[f32]) = (&x.storage()[..n], &g.storage()[..n]);
     let mut out = vec![0.0f32; n];
-    let ptr = SendPtr(out.as_mut_ptr());
-    for_each_task(n.div_ceil(CHUNK), move |i| {
-        let ptr = ptr;
-        let (start, end) = (i * CHUNK, ((i + 1) * CHUNK).min(n));
-        // SAFETY: tasks cover disjoint ranges of `out`, which outlives the loop.
-        let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start), end - start) };
-        f(&xs[start..end], &gs[start..end], dst);
-    });
+    for_each_chunk(&mut out, CHUNK, |start, dst| f(&xs[start..][..dst.len()], &gs[start..][..dst.len()], dst));
     FlexTensor::from_data(burn::tensor::TensorData::new(out, shape))
 }
 
@@ -68,33 +61,20 @@ fn gelu_flex(t: FlexTensor, kind: Gelu) -> FlexTensor {
     // In place when the buffer is ours alone and laid out plainly; otherwise into a new one.
     let mut t = owned_contiguous(t);
     if let Some(xs) = t.try_storage_mut::<f32>() {
-        let n = xs.len();
-        let ptr = SendPtr(xs.as_mut_ptr());
-        for_each_task(n.div_ceil(CHUNK), move |i| {
-            let ptr = ptr;
-            let (start, end) = (i * CHUNK, ((i + 1) * CHUNK).min(n));
-            // SAFETY: tasks cover disjoint ranges of the `n` elements behind `ptr`.
-            let xs = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start), end - start) };
-            match kind {
-                Gelu::Erf => simd::gelu_erf_inplace(xs),
-                Gelu::Tanh => simd::gelu_tanh_inplace(xs),
-            }
+        for_each_chunk(xs, CHUNK, |_, xs| match kind {
+            Gelu::Erf => simd::gelu_erf_inplace(xs),
+            Gelu::Tanh => simd::gelu_tanh_inplace(xs),
         });
         return t;
     }
-    let src: &[f32] = t.storage();
     let n = shape.num_elements();
-    let src = &src[..n];
+    let src: &[f32] = &t.storage()[..n];
     let mut out = vec![0.0f32; n];
-    let ptr = SendPtr(out.as_mut_ptr());
-    for_each_task(n.div_ceil(CHUNK), move |i| {
-        let ptr = ptr;
-        let (start, end) = (i * CHUNK, ((i + 1) * CHUNK).min(n));
-        // SAFETY: as above; `out` outlives the loop.
-        let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start), end - start) };
+    for_each_chunk(&mut out, CHUNK, |start, dst| {
+        let src = &src[start..][..dst.len()];
         match kind {
-            Gelu::Erf => simd::gelu_erf(&src[start..end], dst),
-            Gelu::Tanh => simd::gelu_tanh(&src[start..end], dst),
+            Gelu::Erf => simd::gelu_erf(src, dst),
+            Gelu::Tanh => simd::gelu_tanh(src, dst),
         }
     });
     FlexTensor::from_data(burn::tensor::TensorData::new(out, shape))

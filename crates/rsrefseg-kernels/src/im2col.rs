@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use burn_flex::FlexTensor;
 
 use crate::gelu::owned_contiguous;
-use crate::{flex_ref, for_each_task, from_flex, grad, view_fits, SendPtr};
+use crate::{flex_ref, for_each_chunk, from_flex, grad, view_fits};
 
 /// Geometry of one convolution's column matrix.
 #[derive(Clone, Copy, Debug)]
@@ -70,13 +70,11 @@ fn gather(t: &FlexTensor, g: Im2col) -> Option<FlexTensor> {
     let ([kh, kw], [sh, sw], [top, left, _, _]) = (g.kernel, g.stride, g.padding);
     let plane = kh * kw * ho * wo;
     let mut out = vec![0.0f32; n * c * plane];
-    let dst = SendPtr(out.as_mut_ptr());
-    for_each_task(n * c, |task| {
-        let dst = dst;
+    // One part per (image, channel): its kh·kw rows.
+    for_each_chunk(&mut out, plane, |start, rows| {
+        let task = start / plane;
         let (ni, ci) = (task / c, task % c);
         let base = off + ni * st[0] + ci * st[1];
-        // SAFETY: the rows of (ni, ci) belong to this task; `out` outlives the loop.
-        let rows = unsafe { std::slice::from_raw_parts_mut(dst.0.add(task * plane), plane) };
         for dy in 0..kh {
             for dx in 0..kw {
                 let row = &mut rows[(dy * kw + dx) * ho * wo..][..ho * wo];
@@ -104,11 +102,9 @@ fn scatter(dcols: FlexTensor, [n, c, h, w]: [usize; 4], g: Im2col) -> FlexTensor
     let src: &[f32] = dcols.storage();
     let plane = kh * kw * ho * wo;
     let mut out = vec![0.0f32; n * c * h * w];
-    let dst = SendPtr(out.as_mut_ptr());
-    for_each_task(n * c, |task| {
-        let dst = dst;
-        // SAFETY: plane `task` of the gradient belongs to this task.
-        let gx = unsafe { std::slice::from_raw_parts_mut(dst.0.add(task * h * w), h * w) };
+    // One part per (image, channel) plane of the input gradient.
+    for_each_chunk(&mut out, h * w, |start, gx| {
+        let task = start / (h * w);
         let rows = &src[task * plane..][..plane];
         for dy in 0..kh {
             for dx in 0..kw {

@@ -130,6 +130,19 @@ fn for_each_task(n: usize, f: impl Fn(usize) + Send + Sync) {
     (0..n).for_each(f);
 }
 
+/// Runs `f(start, part)` over `out` cut into consecutive parts of `chunk` elements (the last
+/// may be shorter), in parallel: `start` is the part's offset in `out`.
+fn for_each_chunk(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Send + Sync) {
+    let (n, chunk) = (out.len(), chunk.max(1));
+    let ptr = SendPtr(out.as_mut_ptr());
+    for_each_task(n.div_ceil(chunk), move |i| {
+        let ptr = ptr;
+        let (start, end) = (i * chunk, ((i + 1) * chunk).min(n));
+        // SAFETY: the parts are disjoint ranges of `out`, which outlives the loop.
+        f(start, unsafe { std::slice::from_raw_parts_mut(ptr.0.add(start), end - start) });
+    });
+}
+
 /// Like [`for_each_task`], with a scratch value made once per worker thread.
 fn for_each_task_with<S: Send>(n: usize, init: impl Fn() -> S + Send + Sync, f: impl Fn(&mut S, usize) + Send + Sync) {
     #[cfg(not(target_arch = "wasm32"))]
