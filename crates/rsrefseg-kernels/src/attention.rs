@@ -157,18 +157,17 @@ fn heads_view(buf: Vec<f32>, [b, h, n, d]: [usize; 4]) -> FlexTensor {
 /// Rows `r0..` of head `(bi, hi)`'s scores (`s`, rows of `nk`) become their softmax, after the
 /// bias is added.
 fn softmax_rows(s: &mut [f32], nk: usize, bias: Option<&View>, bi: usize, hi: usize, r0: usize) {
-    for (i, row) in s.chunks_exact_mut(nk).enumerate() {
-        if let Some(bv) = bias {
+    if let Some(bv) = bias {
+        for (i, row) in s.chunks_exact_mut(nk).enumerate() {
             let base = bv.offset + bi * bv.strides[0] + hi * bv.strides[1] + (r0 + i) * bv.strides[2];
             match bv.strides[3] {
                 1 => row.iter_mut().zip(&bv.data[base..base + nk]).for_each(|(x, &b)| *x += b),
                 st => row.iter_mut().enumerate().for_each(|(j, x)| *x += bv.data[base + j * st]),
             }
         }
-        let sum = simd::softmax_row(row);
-        // A row masked everywhere attends to nothing (zeros, not NaN).
-        simd::scale(row, if sum > 0.0 { 1.0 / sum } else { 0.0 });
     }
+    // A row masked everywhere attends to nothing (zeros, not NaN).
+    simd::softmax_rows(s, nk);
 }
 
 /// Gradients of q, k, v given the output's (`dout`, `[b, heads, n_q, d_v]`), recomputing the

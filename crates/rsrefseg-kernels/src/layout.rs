@@ -81,8 +81,7 @@ const MIN_RUN: usize = 8;
 
 /// `x` laid out contiguously: whole contiguous runs copied at once, or (a permutation that
 /// interleaves, such as a pixel shuffle) the two innermost dimensions walked with their strides.
-/// Ok when the kernels serve `x` (a contiguous `x` comes back as is), `Err(x)` otherwise or for
-/// a plain 2-D transpose (Flex's tiled copy handles those).
+/// Ok when the kernels serve `x` (a contiguous `x` comes back as is), `Err(x)` otherwise.
 pub fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<B, D>, Tensor<B, D>> {
     if grad::serves::<B>() {
         // Under autodiff: a node whose backward passes the gradient through.
@@ -90,7 +89,7 @@ pub fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<
         if is_plain(&t.primitive) {
             return Ok(x);
         }
-        let Some(copy) = contiguous_flex(&t.primitive) else { return Err(x) };
+        let copy = contiguous_flex(&t.primitive).unwrap_or_else(|| t.primitive.to_contiguous());
         drop(t);
         let t = grad::into_ad(x)?;
         let y = grad::unary_node(t, move |_| copy, |_, _| (), |_, g| g);
@@ -100,10 +99,9 @@ pub fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<Tensor<
     if is_plain(&t) {
         return Ok(x);
     }
-    match contiguous_flex(&t) {
-        Some(copy) => Ok(from_flex(copy)),
-        None => Err(x),
-    }
+    // What the runs and tiles here do not cover (a plain 2-D transpose) goes to Flex's own
+    // tiled copy: an elementwise op on the view would walk it with a scalar strided iterator.
+    Ok(from_flex(contiguous_flex(&t).unwrap_or_else(|| t.to_contiguous())))
 }
 
 /// Laid out contiguously from the start of its buffer.
@@ -251,8 +249,11 @@ mod tests {
         let y = random([2, 5, 6, 3, 2, 2], 7);
         let shuffled = y.clone().permute([0, 3, 1, 4, 2, 5]);
         assert_eq!(contiguous(shuffled.clone()).ok().expect("served").into_data(), (shuffled * 1.0).into_data());
-        // A plain transpose of the last dimension is left to Flex's tiled copy.
-        assert!(contiguous(random([16, 16], 6).swap_dims(0, 1)).is_err());
+        // A plain transpose of the last dimension goes to Flex's tiled copy, contiguous too.
+        let t = random([16, 24], 6).swap_dims(0, 1);
+        let c = contiguous(t.clone()).ok().expect("served");
+        assert!(layout_of(&c).is_contiguous());
+        assert_eq!(c.into_data(), (t * 1.0).into_data());
     }
 
     #[test]

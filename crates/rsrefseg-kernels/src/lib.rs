@@ -14,7 +14,9 @@
 //!   twice around it;
 //! - convolutions as GEMM gather their columns tap by tap with strided copies; a `[1, c, 1, 1]`
 //!   bias or LayerNorm2d's channel reductions walk strided views; SAM's pixel shuffle copies
-//!   element by element (together most of the mask decoder's time).
+//!   element by element (together most of the mask decoder's time);
+//! - bilinear resizing runs one task per channel plane, so the one-channel mask brought to the
+//!   original image size at the end of every query ran on one thread.
 //!
 //! Each kernel here takes and returns burn tensors of any backend. When the backend is Flex, or
 //! Flex under burn's autodiff (training), and the tensor holds f32, the kernel runs — under
@@ -25,7 +27,7 @@
 //!
 //! One concept per file: [`attention`], [`channel`] (per-channel affine maps), [`gelu`],
 //! [`im2col`] (convolution columns), [`layout`] (views and copies), [`norm`] (LayerNorm2d),
-//! [`pool`]; the vectorised math they share is in [`simd`], the autodiff glue in [`grad`].
+//! [`pool`], [`resize`] (bilinear); the vectorised math they share is in [`simd`], the autodiff glue in [`grad`].
 
 pub mod attention;
 pub mod channel;
@@ -35,6 +37,7 @@ pub mod im2col;
 pub mod layout;
 pub mod norm;
 pub mod pool;
+pub mod resize;
 pub mod simd;
 
 use std::any::{Any, TypeId};
@@ -50,6 +53,7 @@ pub use im2col::{im2col, Im2col};
 pub use layout::{contiguous, view_reshape};
 pub use norm::layer_norm_channels;
 pub use pool::max_pool_nhwc;
+pub use resize::bilinear;
 
 /// Whether the kernels serve backend `B`: burn's Flex, plain (inference) or under autodiff
 /// (training, with the kernels' own backward passes).

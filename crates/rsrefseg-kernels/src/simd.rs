@@ -195,6 +195,32 @@ fn scale_body(xs: &mut [f32], k: f32) {
     }
 }
 
+/// Every row (of `nk`) of a score block becomes its softmax; a row masked everywhere becomes
+/// zeros, not NaN.
+#[inline(always)]
+fn softmax_rows_body(s: &mut [f32], nk: usize) {
+    let inv = |sum: f32| if sum > 0.0 { 1.0 / sum } else { 0.0 };
+    if nk >= LANES {
+        for row in s.chunks_exact_mut(nk) {
+            let sum = softmax_row_body(row);
+            scale_body(row, inv(sum));
+        }
+        return;
+    }
+    // Rows shorter than a vector (SAM's image tokens attending to a dozen prompt tokens): each
+    // row's maximum subtracted, then the whole block exponentiated in one vectorised pass.
+    for row in s.chunks_exact_mut(nk) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        let max = if max == f32::NEG_INFINITY { 0.0 } else { max };
+        row.iter_mut().for_each(|x| *x -= max);
+    }
+    exp_inplace_body(s);
+    for row in s.chunks_exact_mut(nk) {
+        let sum: f32 = row.iter().sum();
+        scale_body(row, inv(sum));
+    }
+}
+
 dispatch!(
     /// `dst[i] = gelu_erf(src[i])`.
     gelu_erf => gelu_erf_body(src: &[f32], dst: &mut [f32])
@@ -224,12 +250,8 @@ dispatch!(
     exp_inplace => exp_inplace_body(xs: &mut [f32])
 );
 dispatch!(
-    /// Softmax numerator of a row in place (`e^(x − max)`), returning the row's sum.
-    softmax_row => softmax_row_body(xs: &mut [f32]) -> f32
-);
-dispatch!(
-    /// `xs[i] *= k`.
-    scale => scale_body(xs: &mut [f32], k: f32)
+    /// Softmax of every row (of `nk` scores) of a block, in place.
+    softmax_rows => softmax_rows_body(s: &mut [f32], nk: usize)
 );
 
 #[cfg(test)]
@@ -326,19 +348,31 @@ mod tests {
     }
 
     #[test]
-    fn softmax_row_sums_its_numerators() {
-        for len in [1usize, 7, 16, 33, 1000] {
-            let mut row: Vec<f32> = (0..len).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.7).collect();
-            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let want: Vec<f64> = row.iter().map(|&x| ((x - max) as f64).exp()).collect();
-            let sum = softmax_row(&mut row);
-            for (a, b) in row.iter().zip(&want) {
-                assert!((*a as f64 - b).abs() < 1e-6);
+    fn softmax_rows_normalise_short_and_long_rows() {
+        for nk in [1usize, 7, 16, 33, 1000] {
+            let rows = 3;
+            let mut s: Vec<f32> = (0..rows * nk).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.7 + (i / nk) as f32).collect();
+            let want: Vec<f64> = s
+                .chunks(nk)
+                .flat_map(|row| {
+                    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let e: Vec<f64> = row.iter().map(|&x| ((x - max) as f64).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    e.into_iter().map(move |v| v / sum)
+                })
+                .collect();
+            softmax_rows(&mut s, nk);
+            for (a, b) in s.iter().zip(&want) {
+                assert!((*a as f64 - b).abs() < 1e-6, "nk {nk}: {a} vs {b}");
             }
-            assert!((sum as f64 - want.iter().sum::<f64>()).abs() < 1e-4);
         }
-        let mut masked = vec![f32::NEG_INFINITY; 20];
-        assert_eq!(softmax_row(&mut masked), 0.0);
-        assert!(masked.iter().all(|&x| x == 0.0));
+        // A row masked everywhere attends to nothing, short or long.
+        for nk in [5usize, 20] {
+            let mut masked = vec![f32::NEG_INFINITY; 2 * nk];
+            masked[nk] = 1.0;
+            softmax_rows(&mut masked, nk);
+            assert!(masked[..nk].iter().all(|&x| x == 0.0));
+            assert_eq!(masked[nk], 1.0);
+        }
     }
 }

@@ -191,6 +191,7 @@ impl<B: Backend> RsRefSeg<B> {
                 feat_s1: expand_batch(h.feat_s1.clone(), b),
             }),
             backbone: image.sam.backbone.clone(),
+            image_pe: image.sam.image_pe.clone(),
         };
         let decoder = self.sam.decode(&features, sparse, dense_embedding.clone(), false, training);
         RsRefSegOutput {

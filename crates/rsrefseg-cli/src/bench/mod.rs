@@ -377,6 +377,8 @@ fn bench_stage<B: Backend>(
                     feat_s1: normal::<B, 4>([1, d / 4, 2 * e, 2 * e], device),
                 }),
                 backbone: ImageEncoderOutput { trunk: Vec::new(), fpn: Vec::new() },
+                // Computed with the image (`Sam2::encode_image`), as a re-query finds it.
+                image_pe: sam.image_pe(),
             };
             let sparse = normal::<B, 3>([1, n_sparse, d], device);
             let dense_prompt = normal::<B, 4>([1, 1, m, m], device);

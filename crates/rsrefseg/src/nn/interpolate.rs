@@ -28,11 +28,11 @@ pub fn bilinear<B: Backend>(x: Tensor<B, 4>, size: [usize; 2], align_corners: bo
         let y = wy.unsqueeze::<3>().matmul(y).matmul(wx.transpose().unsqueeze::<3>());
         return y.reshape([b, c, size[0], size[1]]);
     }
-    interpolate(
-        x,
-        size,
-        InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(align_corners),
-    )
+    // The project's CPU kernel (parallel over output rows, same values); the backend's otherwise.
+    match rsrefseg_kernels::bilinear(x, size, align_corners) {
+        Ok(y) => y,
+        Err(x) => interpolate(x, size, InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(align_corners)),
+    }
 }
 
 /// `[out, in]` matrix of PyTorch's linear interpolation weights along one axis

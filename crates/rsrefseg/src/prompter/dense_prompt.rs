@@ -64,28 +64,45 @@ impl<B: Backend> DensePromptHead<B> {
 pub fn cosine_upsampled<B: Backend>(f: Tensor<B, 4>, t: Tensor<B, 2>, m: usize) -> Tensor<B, 4> {
     let [b, c, gh, gw] = f.dims();
     let device = f.device();
+    let n = gh * gw;
     let t = t.clone() / t.powi_scalar(2).sum_dim(1).sqrt().clamp_min(NORM_EPS);
+    // Cells as rows, channels last: `[b, g·g, c]`. Every neighbour product below is then a
+    // product of two row ranges of one buffer (row r with row r + s), which the CPU backends add
+    // up along contiguous memory instead of walking channel planes with strides.
+    let rows = crate::nn::contiguous(f.reshape([b, c, n]).swap_dims(1, 2));
+    // `pair(s)[y, x] = <F_r, F_{r+s}>` for the cell r = y·gw + x (0 where r + s is past the end;
+    // callers keep only the entries whose partner is the intended neighbour). `[b, gh, gw]`
+    // One image (inference) as 2-D rows: burn's CPU backends count the stride of a size-1 batch
+    // dimension, so only there is a row range a contiguous slice.
+    let rows2 = (b == 1).then(|| rows.clone().reshape([n, c]));
+    let pair = |s: usize| -> Tensor<B, 3> {
+        let p = match &rows2 {
+            Some(r) => (r.clone().slice([0..n - s, 0..c]) * r.clone().slice([s..n, 0..c])).sum_dim(1).unsqueeze::<3>(),
+            None => (rows.clone().slice([0..b, 0..n - s, 0..c]) * rows.clone().slice([0..b, s..n, 0..c])).sum_dim(2),
+        };
+        let p = if s > 0 { Tensor::cat(vec![p, Tensor::zeros([b, s, 1], &device)], 1) } else { p };
+        p.reshape([b, gh, gw])
+    };
     // Per-cell dot products with t: numerator at g×g, upsampled linearly.
-    let dot = (f.clone() * t.reshape([b, c, 1, 1])).sum_dim(1); // [b,1,gh,gw]
+    let dot = (rows.clone() * t.reshape([b, 1, c])).sum_dim(2).reshape([b, 1, gh, gw]);
     let num = bilinear(dot, [m, m], true);
 
     // Squared norm of the interpolated feature: for output pixel with row weights (1-ty, ty) over
     // rows (y0, y1) and column weights (1-tx, tx) over (x0, x1):
     // ‖Σ w_k F_k‖² = Σ_k w_k² G_kk + 2 Σ_{k<l} w_k w_l G_kl, with G the Gram of the 4 corners.
     // Pairs: horizontal (x, x+1), vertical (y, y+1), and the two diagonals.
-    let sq = f.clone().powi_scalar(2).sum_dim(1); // [b,1,gh,gw]   G(y,x),(y,x)
-    let shift_x = |t: Tensor<B, 4>| t.slice([0..b, 0..c, 0..gh, 1..gw]);
-    let head_x = |t: Tensor<B, 4>| t.slice([0..b, 0..c, 0..gh, 0..gw - 1]);
-    let shift_y = |t: Tensor<B, 4>| t.slice([0..b, 0..c, 1..gh, 0..gw]);
-    let head_y = |t: Tensor<B, 4>| t.slice([0..b, 0..c, 0..gh - 1, 0..gw]);
-    let hx = (head_x(f.clone()) * shift_x(f.clone())).sum_dim(1); // [b,1,gh,gw-1]
-    let vy = (head_y(f.clone()) * shift_y(f.clone())).sum_dim(1); // [b,1,gh-1,gw]
-    let f00 = f.clone().slice([0..b, 0..c, 0..gh - 1, 0..gw - 1]);
-    let f11 = f.clone().slice([0..b, 0..c, 1..gh, 1..gw]);
-    let f01 = f.clone().slice([0..b, 0..c, 0..gh - 1, 1..gw]);
-    let f10 = f.slice([0..b, 0..c, 1..gh, 0..gw - 1]);
-    let d1 = (f00 * f11).sum_dim(1); // [b,1,gh-1,gw-1]  (y,x)·(y+1,x+1)
-    let d2 = (f01 * f10).sum_dim(1); //                   (y,x+1)·(y+1,x)
+    let grid = |p: Tensor<B, 3>, ys: std::ops::Range<usize>, xs: std::ops::Range<usize>| -> Tensor<B, 4> {
+        p.slice([0..b, ys, xs]).unsqueeze_dim(1)
+    };
+    let sq = grid(pair(0), 0..gh, 0..gw); // [b,1,gh,gw]   G(y,x),(y,x)
+    let hx = if gw > 1 { Some(grid(pair(1), 0..gh, 0..gw - 1)) } else { None }; // [b,1,gh,gw-1]
+    let vy = if gh > 1 { Some(grid(pair(gw), 0..gh - 1, 0..gw)) } else { None }; // [b,1,gh-1,gw]
+    let (d1, d2) = if gh > 1 && gw > 1 {
+        // (y,x)·(y+1,x+1) is rows r, r+gw+1; (y,x+1)·(y+1,x) is rows r+1, r+1+(gw-1).
+        (Some(grid(pair(gw + 1), 0..gh - 1, 0..gw - 1)), Some(grid(pair(gw - 1), 0..gh - 1, 1..gw)))
+    } else {
+        (None, None)
+    };
 
     // Interpolation weights as dense matrices: out = Wy · map · Wxᵀ per term.
     let (wy0, wy1, ry) = axis_weights(gh, m);
@@ -117,13 +134,13 @@ pub fn cosine_upsampled<B: Backend>(f: Tensor<B, 4>, t: Tensor<B, 2>, m: usize) 
     let prod = |a: &Tensor<B, 2>, b2: &Tensor<B, 2>| a.clone() * b2.clone();
     let pair_x = prod(&ax0.clone().slice([0..m, 0..gw - 1]), &ax1.clone().slice([0..m, 1..gw]));
     let pair_y = prod(&ay0.clone().slice([0..m, 0..gh - 1]), &ay1.clone().slice([0..m, 1..gh]));
-    if gw > 1 {
+    if let Some(hx) = hx {
         norm2 = norm2 + (apply(hx.clone(), &sq2(&ay0), &pair_x) + apply(hx, &sq2(&ay1), &pair_x)) * 2.0;
     }
-    if gh > 1 {
+    if let Some(vy) = vy {
         norm2 = norm2 + (apply(vy.clone(), &pair_y, &sq2(&ax0)) + apply(vy, &pair_y, &sq2(&ax1))) * 2.0;
     }
-    if gh > 1 && gw > 1 {
+    if let (Some(d1), Some(d2)) = (d1, d2) {
         // (y,x)-(y+1,x+1): wy0(y) wy1(y+1) wx0(x) wx1(x+1) ; (y,x+1)-(y+1,x): wy0(y) wy1(y+1) wx1(x+1) wx0(x)
         norm2 = norm2 + (apply(d1, &pair_y, &pair_x) + apply(d2, &pair_y, &pair_x)) * 2.0;
     }
@@ -153,20 +170,30 @@ fn axis_weights(g: usize, m: usize) -> (Vec<f32>, Vec<f32>, ()) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    type B = burn::backend::NdArray<f32>;
+    use burn::tensor::ElementConversion;
+
+    /// The Gram trick against the materialised upsampling, on a non-square grid, batches of 1
+    /// (inference) and 2.
+    fn gram_trick_on<B: Backend>() {
+        let device = Default::default();
+        for b in [1, 2] {
+            let f = Tensor::<B, 4>::random([b, 5, 3, 4], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+            let t = Tensor::<B, 2>::random([b, 5], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+            let m = 7;
+            let fast = cosine_upsampled(f.clone(), t.clone(), m);
+            let up = bilinear(f, [m, m], true);
+            let up = up.clone() / up.powi_scalar(2).sum_dim(1).sqrt().clamp_min(NORM_EPS);
+            let tn = t.clone() / t.powi_scalar(2).sum_dim(1).sqrt();
+            let slow = (up * tn.reshape([b, 5, 1, 1])).sum_dim(1);
+            let diff = (fast - slow).abs().max().into_scalar().elem::<f32>();
+            assert!(diff < 1e-5, "batch {b}: max diff {diff}");
+        }
+    }
 
     #[test]
     fn gram_trick_equals_materialised_upsampling() {
-        let device = Default::default();
-        let f = Tensor::<B, 4>::random([2, 5, 3, 4], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
-        let t = Tensor::<B, 2>::random([2, 5], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
-        let m = 7;
-        let fast = cosine_upsampled(f.clone(), t.clone(), m);
-        let up = bilinear(f, [m, m], true);
-        let up = up.clone() / up.powi_scalar(2).sum_dim(1).sqrt().clamp_min(NORM_EPS);
-        let tn = t.clone() / t.powi_scalar(2).sum_dim(1).sqrt();
-        let slow = (up * tn.reshape([2, 5, 1, 1])).sum_dim(1);
-        let diff = (fast - slow).abs().max().into_scalar();
-        assert!(diff < 1e-5, "max diff {diff}");
+        gram_trick_on::<burn::backend::NdArray<f32>>();
+        // The CPU backend users get, through the project's layout kernels.
+        gram_trick_on::<burn_flex::Flex>();
     }
 }

@@ -283,7 +283,9 @@ impl<B: Backend> CascadedPrompter<B> {
         let (t1, t2) = (q1, q2);
 
         // Image positional embedding as tokens: (1,d1,g,g) -> (1,g·g,d1).
-        let img_pe = self.img_pe.as_ref().map(|pe| pe.val().reshape([1, d1, n_img]).swap_dims(1, 2));
+        // Laid out plainly once: every first- and second-order layer adds it to the image tokens,
+        // and a transposed view is walked element by element at each addition on the CPU backend.
+        let img_pe = self.img_pe.as_ref().map(|pe| crate::nn::contiguous(pe.val().reshape([1, d1, n_img]).swap_dims(1, 2)));
 
         // ---- First-order interaction: image tokens attend to t1 ----
         let mut x = v;

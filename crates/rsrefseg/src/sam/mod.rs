@@ -248,6 +248,9 @@ pub struct Sam2ImageFeatures<B: Backend> {
     pub high_res: Option<HighResFeatures<B>>,
     /// Trunk and FPN outputs (see [`ImageEncoderOutput`]).
     pub backbone: ImageEncoderOutput<B>,
+    /// `[1, d, S/16, S/16]`: the positional encoding of the embedding grid ([`Sam2::image_pe`]),
+    /// computed once with the image so that every prompt decoded on it reuses it.
+    pub image_pe: Tensor<B, 4>,
 }
 
 impl<B: Backend> Sam2<B> {
@@ -269,7 +272,7 @@ impl<B: Backend> Sam2<B> {
         let last = backbone.fpn.last().expect("at least one FPN level").clone();
         let d = last.dims()[1];
         let image_embed = last + self.no_mem_embed.val().reshape([1, d, 1, 1]);
-        Sam2ImageFeatures { image_embed, high_res, backbone }
+        Sam2ImageFeatures { image_embed, high_res, backbone, image_pe: self.image_pe() }
     }
 
     /// Positional encoding of the image embedding grid: `[1, d, S/16, S/16]`.
@@ -292,7 +295,7 @@ impl<B: Backend> Sam2<B> {
     ) -> MaskDecoderOutput<B> {
         let input = MaskDecoderInput {
             image_embeddings: features.image_embed.clone(),
-            image_pe: self.image_pe(),
+            image_pe: features.image_pe.clone(),
             sparse_prompt_embeddings: sparse,
             dense_prompt_embeddings: dense,
             high_res_features: features.high_res.clone(),

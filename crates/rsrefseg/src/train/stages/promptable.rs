@@ -108,6 +108,7 @@ fn features_for_rows<B: Backend>(f: &Sam2ImageFeatures<B>, rows: &[usize], devic
             feat_s1: h.feat_s1.clone().select(0, idx.clone()),
         }),
         backbone: f.backbone.clone(),
+        image_pe: f.image_pe.clone(),
     }
 }
 

@@ -74,6 +74,7 @@ pub fn frozen_encoding<B: AutodiffBackend>(
                 trunk: enc.backbone.trunk.into_iter().map(lift4).collect(),
                 fpn: enc.backbone.fpn.into_iter().map(lift4).collect(),
             },
+            image_pe: lift4(enc.image_pe),
         }
     };
     ImageEncoding {
@@ -85,6 +86,7 @@ pub fn frozen_encoding<B: AutodiffBackend>(
                 feat_s1: h.feat_s1.select(0, idx.clone()),
             }),
             backbone: sam.backbone,
+            image_pe: sam.image_pe,
         },
     }
 }
