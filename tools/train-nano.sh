@@ -5,14 +5,15 @@
 #   1. vision-language  nano-SigLIP, SigLIP's sigmoid loss on regions/patches vs expressions
 #   2. promptable       nano-SAM from points, boxes and coarse masks + a correction click
 #   3. referring        RSRefSeg 2's loss (+ a dense-prompt term), encoders of 1-2 frozen
-#                       (one encoding per scene)
+#                       (one encoding per scene); 3b, 3c, 3d continue it, one cosine cycle
+#                       each on new scenes, the prompter kept
 #
 # then the test-split evaluation (a synthetic set of a seed no stage trains or validates on),
 # the f32 weights and the q8 web bundle.
 #
 #   bash tools/train-nano.sh                 # all stages (shipped stage weights are reused)
 #   REDO=1 bash tools/train-nano.sh          # retrain stages 1 and 2 too
-#   S1=40 S2=20 S3=20 WORK=target/smoke bash tools/train-nano.sh   # a quick smoke run
+#   REDO=1 S1=40 S2=20 S2B=20 S2C=20 S2D=20 S3=20 S3B=20 WORK=target/smoke bash tools/train-nano.sh  # smoke run
 #   ABLATION=single-stage bash tools/train-nano.sh   # the README's ablation rows: stage 3
 #   ABLATION=no-dense bash tools/train-nano.sh       # with one prompter change, same budget
 #   THREADS=1 …                              # stage 3 on one core (two runs side by side)
@@ -27,7 +28,9 @@ S1=${S1:-1200}    # steps of each stage
 S2=${S2:-1000}
 S2B=${S2B:-600}
 S2C=${S2C:-800}
+S2D=${S2D:-800}
 S3=${S3:-1400}
+S3B=${S3B:-1000}  # steps of each continuation cycle of stage 3 (0: none)
 ABLATION=${ABLATION:-}
 WORK=${WORK:-target/nano-stages}
 BIN=target/release/rsrefseg
@@ -79,12 +82,29 @@ stage 2b-promptable "$S2B" "$WORK/2-promptable/weights.safetensors" --stage prom
 # A third cycle (data seed 3) still raises it: IoU from a box 0.65 → 0.71, from a point 0.64 → 0.68.
 stage 2c-promptable "$S2C" "$WORK/2b-promptable/weights.safetensors" --stage promptable --scenes-per-step 4 \
     --lr 5e-4 --warmup-steps 50 --val-every 200 --data-seed 3
-"$BIN" stage --out "$WORK/$REF" --steps "$S3" --resume --init "$WORK/2c-promptable/weights.safetensors" \
+# A fourth (data seed 4): IoU from a box 0.71 → 0.73, from a point 0.68 → 0.70, flat over its
+# last 200 steps; it lifted stage 3's held-out gIoU by about 0.015.
+stage 2d-promptable "$S2D" "$WORK/2c-promptable/weights.safetensors" --stage promptable --scenes-per-step 4 \
+    --lr 5e-4 --warmup-steps 50 --val-every 200 --data-seed 4
+"$BIN" stage --out "$WORK/$REF" --steps "$S3" --resume --init "$WORK/2d-promptable/weights.safetensors" \
     --siglip-from "$WORK/1-vision-language/weights.safetensors" \
     --config "$CONFIG" --stage referring --scenes-per-step 4 --lr 5e-4 --warmup-steps 100 --val-every 200 --dense-loss 1 \
     ${THREADS:+--threads "$THREADS"}
+FINAL="$WORK/$REF"
+# Stages 3b-3d: further cosine cycles of stage 3 (lr 3e-4) on new scenes (data seeds 2-4), the
+# prompter kept; each raised the held-out gIoU (0.49 → 0.50 → 0.52 → …). The ablations compare
+# stage 3 alone.
+if [ -z "$ABLATION" ] && [ "$S3B" -gt 0 ]; then
+    for cycle in b:2 c:3 d:4; do
+        out="$WORK/3${cycle%%:*}-referring"
+        "$BIN" stage --out "$out" --steps "$S3B" --resume --init "$FINAL/weights.safetensors" --keep-prompter \
+            --config "$CONFIG" --stage referring --scenes-per-step 4 --lr 3e-4 --warmup-steps 50 --val-every 200 \
+            --dense-loss 1 --data-seed "${cycle##*:}" ${THREADS:+--threads "$THREADS"}
+        FINAL="$out"
+    done
+fi
 
-"$BIN" eval --config "$CONFIG" --tokenizer models/nano/tokenizer.json --weights "$WORK/$REF/weights.safetensors" \
+"$BIN" eval --config "$CONFIG" --tokenizer models/nano/tokenizer.json --weights "$FINAL/weights.safetensors" \
     --data "$WORK/test-data" --split test --json "$WORK/eval-test-$REF.json"
 
 if [ -z "$ABLATION" ] && [ "$WORK" = target/nano-stages ]; then
@@ -93,9 +113,10 @@ if [ -z "$ABLATION" ] && [ "$WORK" = target/nano-stages ]; then
     cp "$WORK/2-promptable/weights.safetensors" "$SHIPPED/2-promptable.safetensors"
     cp "$WORK/2b-promptable/weights.safetensors" "$SHIPPED/2b-promptable.safetensors"
     cp "$WORK/2c-promptable/weights.safetensors" "$SHIPPED/2c-promptable.safetensors"
-    cp "$WORK/$REF/weights.safetensors" models/nano/nano.safetensors
+    cp "$WORK/2d-promptable/weights.safetensors" "$SHIPPED/2d-promptable.safetensors"
+    cp "$FINAL/weights.safetensors" models/nano/nano.safetensors
     cp "$WORK/eval-test-$REF.json" models/nano/eval-test.json
-    for s in 1-vision-language 2-promptable 2b-promptable 2c-promptable 3-referring; do
+    for s in 1-vision-language 2-promptable 2b-promptable 2c-promptable 2d-promptable 3-referring 3b-referring 3c-referring 3d-referring; do
         for p in loss val; do
             [ -f "$WORK/$s/plots/$p.svg" ] && cp "$WORK/$s/plots/$p.svg" "models/nano/plots/$s-$p.svg"
         done

@@ -62,6 +62,10 @@ pub struct StageArgs {
     /// trained side by side).
     #[arg(long, requires = "init")]
     pub siglip_from: Option<PathBuf>,
+    /// Referring stage: keep the prompter of --init (a further cycle of stage 3 on new scenes)
+    /// instead of starting it from random weights.
+    #[arg(long, requires = "init")]
+    pub keep_prompter: bool,
     /// Model configuration: a preset name or a model.json.
     #[arg(long, default_value = "nano")]
     pub config: String,
@@ -220,8 +224,9 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
             }
             // Stages 1-2 never train the prompter: the referring stage starts it from random
             // weights (seeded by --seed), so that a prompter ablation starts from the same
-            // encoders as the full model. Every other tensor must be in the file.
-            let fresh_prompter = stage == Stage::Referring;
+            // encoders as the full model (--keep-prompter continues a finished referring
+            // stage instead). Every other tensor must be in the file.
+            let fresh_prompter = stage == Stage::Referring && !args.keep_prompter;
             if fresh_prompter {
                 tensors.retain(|k, _| !k.starts_with("prompter."));
             }
