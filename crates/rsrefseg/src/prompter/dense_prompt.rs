@@ -70,11 +70,11 @@ pub fn cosine_upsampled<B: Backend>(f: Tensor<B, 4>, t: Tensor<B, 2>, m: usize) 
     // product of two row ranges of one buffer (row r with row r + s), which the CPU backends add
     // up along contiguous memory instead of walking channel planes with strides.
     let rows = crate::nn::contiguous(f.reshape([b, c, n]).swap_dims(1, 2));
-    // `pair(s)[y, x] = <F_r, F_{r+s}>` for the cell r = y·gw + x (0 where r + s is past the end;
-    // callers keep only the entries whose partner is the intended neighbour). `[b, gh, gw]`
     // One image (inference) as 2-D rows: burn's CPU backends count the stride of a size-1 batch
     // dimension, so only there is a row range a contiguous slice.
     let rows2 = (b == 1).then(|| rows.clone().reshape([n, c]));
+    // `pair(s)[y, x] = <F_r, F_{r+s}>` for the cell r = y·gw + x (0 where r + s is past the end;
+    // callers keep only the entries whose partner is the intended neighbour). `[b, gh, gw]`
     let pair = |s: usize| -> Tensor<B, 3> {
         let p = match &rows2 {
             Some(r) => (r.clone().slice([0..n - s, 0..c]) * r.clone().slice([s..n, 0..c])).sum_dim(1).unsqueeze::<3>(),
