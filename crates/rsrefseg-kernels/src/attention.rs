@@ -75,8 +75,9 @@ pub fn attention<B: Backend>(
 
 /// The forward kernel on Flex tensors (`None` when a view does not fit its buffer).
 fn attention_flex(qt: &FlexTensor, kt: &FlexTensor, vt: &FlexTensor, bt: Option<&FlexTensor>) -> Option<FlexTensor> {
-    let Operands { dims: [b, h, nq, nk, d, dv], q: qv, k: kv, v: vv, bias: bv } = Operands::of(qt, kt, vt, bt)?;
-    let scale = 1.0 / (d as f32).sqrt();
+    let ops = Operands::of(qt, kt, vt, bt)?;
+    let [b, h, nq, nk, _, dv] = ops.dims;
+    let vv = &ops.v;
     let blocks = nq.div_ceil(ROWS);
     let mut out = vec![0.0f32; b * nq * h * dv];
     let dst = SendPtr(out.as_mut_ptr());
@@ -90,19 +91,9 @@ fn attention_flex(qt: &FlexTensor, kt: &FlexTensor, vt: &FlexTensor, bt: Option<
             let r0 = blk * ROWS;
             let rows = ROWS.min(nq - r0);
             let s = &mut scores[..rows * nk];
-            // SAFETY (both GEMMs): the operand views were bounds-checked by `View::of`; the score
-            // block is this worker's own; the output rows (bi, r0..r0+rows, hi, ..) belong to this
-            // task only.
-            unsafe {
-                gemm::gemm(
-                    rows, nk, d,
-                    s.as_mut_ptr(), 1, nk as isize, false,
-                    qv.at(bi, hi, r0), qv.strides[3] as isize, qv.strides[2] as isize,
-                    kv.at(bi, hi, 0), kv.strides[2] as isize, kv.strides[3] as isize,
-                    0.0, scale, false, false, false, gemm::Parallelism::None,
-                );
-            }
-            softmax_rows(s, nk, bv.as_ref(), bi, hi, r0);
+            ops.weights(s, bi, hi, r0);
+            // SAFETY: the operand views were bounds-checked by `View::of`; the score block is this
+            // worker's own; the output rows (bi, r0..r0+rows, hi, ..) belong to this task only.
             unsafe {
                 gemm::gemm(
                     rows, dv, nk,
@@ -143,6 +134,38 @@ impl<'a> Operands<'a> {
     }
 }
 
+impl Operands<'_> {
+    /// The attention weights of head `(bi, hi)`'s query rows `r0..`: `p` (rows of `n_k`) becomes
+    /// `softmax(q kᵀ/√d + bias)` for those rows, as the forward pass and the backward pass's
+    /// recomputation both need it.
+    fn weights(&self, p: &mut [f32], bi: usize, hi: usize, r0: usize) {
+        let [_, _, _, nk, d, _] = self.dims;
+        let rows = p.len() / nk;
+        let (qv, kv) = (&self.q, &self.k);
+        // SAFETY: the operand views were bounds-checked by `View::of`; `p` holds rows × n_k.
+        unsafe {
+            gemm::gemm(
+                rows, nk, d,
+                p.as_mut_ptr(), 1, nk as isize, false,
+                qv.at(bi, hi, r0), qv.strides[3] as isize, qv.strides[2] as isize,
+                kv.at(bi, hi, 0), kv.strides[2] as isize, kv.strides[3] as isize,
+                0.0, 1.0 / (d as f32).sqrt(), false, false, false, gemm::Parallelism::None,
+            );
+        }
+        if let Some(bv) = &self.bias {
+            for (i, row) in p.chunks_exact_mut(nk).enumerate() {
+                let base = bv.offset + bi * bv.strides[0] + hi * bv.strides[1] + (r0 + i) * bv.strides[2];
+                match bv.strides[3] {
+                    1 => row.iter_mut().zip(&bv.data[base..base + nk]).for_each(|(x, &b)| *x += b),
+                    st => row.iter_mut().enumerate().for_each(|(j, x)| *x += bv.data[base + j * st]),
+                }
+            }
+        }
+        // A row masked everywhere attends to nothing (zeros, not NaN).
+        simd::softmax_rows(p, nk);
+    }
+}
+
 fn dims4(t: &FlexTensor) -> [usize; 4] {
     let s = t.layout().shape();
     [s[0], s[1], s[2], s[3]]
@@ -152,22 +175,6 @@ fn dims4(t: &FlexTensor) -> [usize; 4] {
 fn heads_view(buf: Vec<f32>, [b, h, n, d]: [usize; 4]) -> FlexTensor {
     let t = FlexTensor::from_data(burn::tensor::TensorData::new(buf, [b, n, h, d]));
     t.with_layout(Layout::new(Shape::from(vec![b, h, n, d]), vec![(n * h * d) as isize, d as isize, (h * d) as isize, 1], 0))
-}
-
-/// Rows `r0..` of head `(bi, hi)`'s scores (`s`, rows of `nk`) become their softmax, after the
-/// bias is added.
-fn softmax_rows(s: &mut [f32], nk: usize, bias: Option<&View>, bi: usize, hi: usize, r0: usize) {
-    if let Some(bv) = bias {
-        for (i, row) in s.chunks_exact_mut(nk).enumerate() {
-            let base = bv.offset + bi * bv.strides[0] + hi * bv.strides[1] + (r0 + i) * bv.strides[2];
-            match bv.strides[3] {
-                1 => row.iter_mut().zip(&bv.data[base..base + nk]).for_each(|(x, &b)| *x += b),
-                st => row.iter_mut().enumerate().for_each(|(j, x)| *x += bv.data[base + j * st]),
-            }
-        }
-    }
-    // A row masked everywhere attends to nothing (zeros, not NaN).
-    simd::softmax_rows(s, nk);
 }
 
 /// Gradients of q, k, v given the output's (`dout`, `[b, heads, n_q, d_v]`), recomputing the
@@ -181,7 +188,9 @@ fn attention_backward(
     bt: Option<&FlexTensor>,
     dout: &FlexTensor,
 ) -> Option<[FlexTensor; 3]> {
-    let Operands { dims: [b, h, nq, nk, d, dv], q: qv, k: kv, v: vv, bias: bv } = Operands::of(qt, kt, vt, bt)?;
+    let ops = Operands::of(qt, kt, vt, bt)?;
+    let [b, h, nq, nk, d, dv] = ops.dims;
+    let (qv, kv, vv) = (&ops.q, &ops.k, &ops.v);
     let ov = View::of(dout, [b, h, nq, dv])?;
     let scale = 1.0 / (d as f32).sqrt();
     let mut dq = vec![0.0f32; b * nq * h * d];
@@ -201,18 +210,10 @@ fn attention_backward(
                 let rows = ROWS.min(nq - r0);
                 let (p, dp) = (&mut p[..rows * nk], &mut dp[..rows * nk]);
                 let first = r0 == 0;
+                // P = softmax(Q Kᵀ / √d + bias)
+                ops.weights(p, bi, hi, r0);
                 // SAFETY (all GEMMs): operand views bounds-checked by `View::of`; scratch is this
                 // worker's; the (bi, hi) slices of dq, dk, dv belong to this task only.
-                unsafe {
-                    // P = softmax(Q Kᵀ / √d + bias)
-                    gemm::gemm(
-                        rows, nk, d, p.as_mut_ptr(), 1, nk as isize, false,
-                        qv.at(bi, hi, r0), qv.strides[3] as isize, qv.strides[2] as isize,
-                        kv.at(bi, hi, 0), kv.strides[2] as isize, kv.strides[3] as isize,
-                        0.0, scale, false, false, false, gemm::Parallelism::None,
-                    );
-                }
-                softmax_rows(p, nk, bv.as_ref(), bi, hi, r0);
                 unsafe {
                     // dV += Pᵀ dO
                     gemm::gemm(
