@@ -223,24 +223,28 @@ def _pct(a, b):
 
 def make_tables(res):
     L = []
-    ti, ri = res.get("torch_infer"), res.get("rsrefseg_infer")
+    ti, ri, r8 = res.get("torch_infer"), res.get("rsrefseg_infer"), res.get("rsrefseg_infer_int8")
     a = res["args"]
     if ti or ri:
         L.append(f"## Inference — `browser` config, image {res['image_hw'][0]}×{res['image_hw'][1]}, "
                  f"{a['threads']} threads, {a['reps']} reps (+{a['warmup']} warm-up)")
         L.append("")
-        L.append("Times in ms: median (min). Ratio = rsrefseg / PyTorch of the medians (< 1: rsrefseg is faster).")
+        L.append("Times in ms: median (min). Ratio = rsrefseg / PyTorch (fp32) of the medians (< 1: rsrefseg is "
+                 "faster). int8: `--precision int8` (int8 products in the encoders, f32 elsewhere).")
         L.append("")
-        L.append("| stage | PyTorch | rsrefseg | ratio |")
-        L.append("|---|---:|---:|---:|")
+        L.append("| stage | PyTorch | rsrefseg | ratio | rsrefseg int8 | ratio |")
+        L.append("|---|---:|---:|---:|---:|---:|")
         ts, rs = _norm_keys((ti or {}).get("stages_ms")), _norm_keys((ri or {}).get("stages_ms"))
+        r8s = _norm_keys((r8 or {}).get("stages_ms"))
         for s in STAGES:
-            L.append(f"| {s} | {_cell(ts.get(s))} | {_cell(rs.get(s))} | {_ratio(rs.get(s), ts.get(s))} |")
-        tf, rf = (ti or {}).get("full_ms"), (ri or {}).get("full_ms")
-        tq, rq = (ti or {}).get("requery_ms"), (ri or {}).get("requery_ms")
-        L.append(f"| **full pipeline** | {_cell(tf)} | {_cell(rf)} | {_ratio(rf, tf)} |")
-        L.append(f"| **re-query** (text + prompter + decoder + post) | {_cell(tq)} | {_cell(rq)} | {_ratio(rq, tq)} |")
-        L.append(f"| re-query / full | {_pct(tq, tf)} | {_pct(rq, rf)} | |")
+            L.append(f"| {s} | {_cell(ts.get(s))} | {_cell(rs.get(s))} | {_ratio(rs.get(s), ts.get(s))} | "
+                     f"{_cell(r8s.get(s))} | {_ratio(r8s.get(s), ts.get(s))} |")
+        tf, rf, f8 = (ti or {}).get("full_ms"), (ri or {}).get("full_ms"), (r8 or {}).get("full_ms")
+        tq, rq, q8 = (ti or {}).get("requery_ms"), (ri or {}).get("requery_ms"), (r8 or {}).get("requery_ms")
+        L.append(f"| **full pipeline** | {_cell(tf)} | {_cell(rf)} | {_ratio(rf, tf)} | {_cell(f8)} | {_ratio(f8, tf)} |")
+        L.append(f"| **re-query** (text + prompter + decoder + post) | {_cell(tq)} | {_cell(rq)} | {_ratio(rq, tq)} | "
+                 f"{_cell(q8)} | {_ratio(q8, tq)} |")
+        L.append(f"| re-query / full | {_pct(tq, tf)} | {_pct(rq, rf)} | | {_pct(q8, f8)} | |")
         L.append("")
 
     L.append("## Peak memory (each process alone; ru_maxrss from os.wait4)")
@@ -251,6 +255,7 @@ def make_tables(res):
         ("torch_make", "PyTorch `make` (random init + save)", None),
         ("torch_infer", "PyTorch inference", "torch_infer"),
         ("rsrefseg_infer", "rsrefseg inference", "rsrefseg_infer"),
+        ("rsrefseg_infer_int8", "rsrefseg inference, int8 (f32 weights kept)", "rsrefseg_infer_int8"),
         ("torch_train", "PyTorch train step (nano)", "torch_train"),
         ("rsrefseg_train", "rsrefseg train step (nano)", "rsrefseg_train"),
     ]:
@@ -294,6 +299,10 @@ def make_tables(res):
                      f"{'–' if rst is None else f'{rst:.4f}'} |")
         if ti and ti.get("near_threshold_frac") is not None:
             L.append(f"| output pixels with abs(logit) < 0.05 | {100 * ti['near_threshold_frac']:.2f} % | |")
+        m8 = res.get("mask_compare_int8")
+        if m8 and "iou" in m8:
+            L.append(f"| IoU between PyTorch's mask and rsrefseg int8's | {m8['iou']:.4f} | "
+                     f"(int8 predicted IoU {fmt(r8)}, area {(r8 or {}).get('mask_area', '–')}) |")
         m = res.get("mask_compare")
         if m and "iou" in m:
             L.append(f"| **IoU between the two masks** | {m['iou']:.4f} | (pixel agreement {100 * m['pixel_agreement']:.2f} %) |")
@@ -346,6 +355,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-infer", action="store_true")
+    ap.add_argument("--skip-int8", action="store_true", help="skip the rsrefseg --precision int8 inference run")
     ap.add_argument("--torch-only", action="store_true", help="run only the PyTorch side (no rsrefseg calls)")
     ap.add_argument("--browser-config", help="use this config JSON instead of `rsrefseg config --preset browser`")
     ap.add_argument("--nano-config", help="use this config JSON instead of `rsrefseg config --preset nano`")
@@ -408,10 +418,22 @@ def main():
                 "--token-ids", args.token_ids, "--reps", args.reps, "--warmup", args.warmup,
                 "--threads", T, "--json", rj], out, threads=T)
             res["rsrefseg_infer"] = load_json(rj) if runs["rsrefseg_infer"]["rc"] == 0 else None
+            if not args.skip_int8:
+                rj = out / "rsrefseg_infer_int8.json"
+                runs["rsrefseg_infer_int8"] = run_child("rsrefseg-infer-int8", [
+                    rs, "bench", "--pipeline", "--precision", "int8", "--config", wdir / "model.json",
+                    "--siglip-weights", wdir / "siglip" / "model.safetensors", "--sam-weights", wdir / "sam2.pt",
+                    "--prompter-weights", wdir / "prompter.safetensors", "--image", image,
+                    "--token-ids", args.token_ids, "--reps", args.reps, "--warmup", args.warmup,
+                    "--threads", T, "--json", rj], out, threads=T)
+                res["rsrefseg_infer_int8"] = load_json(rj) if runs["rsrefseg_infer_int8"]["rc"] == 0 else None
 
         ti, ri = res.get("torch_infer"), res.get("rsrefseg_infer")
         if ti and ri and ti.get("mask_png") and ri.get("mask_png"):
             res["mask_compare"] = mask_iou(resolve_near(ti["mask_png"], out), resolve_near(ri["mask_png"], out))
+        r8 = res.get("rsrefseg_infer_int8")
+        if ti and r8 and ti.get("mask_png") and r8.get("mask_png"):
+            res["mask_compare_int8"] = mask_iou(resolve_near(ti["mask_png"], out), resolve_near(r8["mask_png"], out))
 
     if not args.skip_train:
         nano_cfg = get_config("nano", args.nano_config, None if args.torch_only else cfg_bin, out, runs)

@@ -62,6 +62,11 @@ pub enum Precision {
     /// IEEE half precision as the float type of the whole model (cuda; wgpu where the adapter
     /// has `shader-f16`).
     F16,
+    /// Int8 products in the `Linear` layers of the two encoders (weights quantised per output
+    /// column at load, activations per row as they come), f32 everywhere else: the cpu backend,
+    /// inference only (`segment`, `eval`, `eval-scene`, `bench --pipeline`). Fast where the CPU
+    /// has AVX-512 VNNI.
+    Int8,
 }
 
 impl Precision {
@@ -70,6 +75,31 @@ impl Precision {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
             Precision::F16 => "f16",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    /// Refuse precisions that only inference has (for the training commands).
+    pub fn check_trainable(self) -> Result<()> {
+        if self == Precision::Int8 {
+            bail!("--precision int8 is for inference (segment, eval, eval-scene, bench): train in f32, bf16 or f16");
+        }
+        Ok(())
+    }
+
+    /// The loaded model at this precision: int8 quantises the encoders' `Linear` layers (on the
+    /// cpu backend; `dispatch` refuses int8 elsewhere), the float precisions are the backend's.
+    pub fn prepare<B: burn::tensor::backend::Backend>(self, model: rsrefseg::model::RsRefSeg<B>) -> rsrefseg::model::RsRefSeg<B> {
+        match self {
+            Precision::Int8 => {
+                if !rsrefseg_kernels::int8::accelerated() {
+                    tracing::warn!(
+                        "this CPU has no AVX-512 VNNI: --precision int8 runs on a portable loop, slower than f32"
+                    );
+                }
+                model.quantize_int8()
+            }
+            _ => model,
         }
     }
 }
@@ -80,7 +110,8 @@ pub struct BackendArgs {
     /// Compute backend: cpu or ndarray (always built), wgpu or cuda (built with `--features wgpu|cuda`).
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendKind,
-    /// Float type of the model on GPU backends; the cpu backend is f32 only.
+    /// Float type of the model on GPU backends; on the cpu backend f32, or int8 products in
+    /// the encoders.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
 }
@@ -116,9 +147,12 @@ pub fn dispatch<J: BackendJob>(
         }
     }
     match backend {
+        BackendKind::Cpu if precision == Precision::Int8 => {
+            job.run::<burn::backend::Autodiff<CpuBackend>>(vec![burn_flex::FlexDevice; cpu_workers(devices)])
+        }
         BackendKind::Cpu | BackendKind::Ndarray if precision != Precision::F32 => bail!(
-            "--precision {} is not available on the {} backend (it computes in f32): use --precision f32, or \
-             --backend cuda (f32, bf16, f16) / wgpu (f32, f16)",
+            "--precision {} is not available on the {} backend: use --precision f32 (or int8 on --backend cpu), \
+             or --backend cuda (f32, bf16, f16) / wgpu (f32, f16)",
             precision.name(),
             backend.name()
         ),
@@ -161,6 +195,7 @@ mod cuda {
             Precision::F32 => job.run::<Autodiff<Cuda<f32>>>(devices),
             Precision::Bf16 => job.run::<Autodiff<Cuda<bf16>>>(devices),
             Precision::F16 => job.run::<Autodiff<Cuda<f16>>>(devices),
+            Precision::Int8 => anyhow::bail!("--precision int8 runs on the cpu backend only (use --backend cpu)"),
         }
     }
 }
@@ -197,6 +232,7 @@ mod wgpu {
                 "--precision bf16 is not available on the wgpu backend (WGSL has no bfloat16 arithmetic): use f16 \
                  or f32 there, or --backend cuda for bf16"
             ),
+            Precision::Int8 => bail!("--precision int8 runs on the cpu backend only (use --backend cpu)"),
         }
     }
 }

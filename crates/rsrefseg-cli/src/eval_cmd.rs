@@ -147,13 +147,45 @@ pub struct EvalResult {
     pub iou_pearson: Option<f64>,
     /// Metrics after 0, 1, … simulated corrective clicks (empty unless asked for).
     pub click_curve: Vec<Metrics>,
+    /// Masks compared with those of a reference model (the f32 one, under `--precision int8`).
+    pub agreement: Option<Agreement>,
+}
+
+/// How closely one model's masks follow another's on the same samples.
+#[derive(Debug, Clone, Copy)]
+pub struct Agreement {
+    pub samples: usize,
+    /// Σ and minimum of the per-sample mask IoU (two empty masks agree fully).
+    pub iou_sum: f64,
+    pub iou_min: f64,
+}
+
+impl Agreement {
+    fn add(&mut self, a: &[u8], b: &[u8]) {
+        let (mut inter, mut union) = (0usize, 0usize);
+        for (&x, &y) in a.iter().zip(b) {
+            inter += (x != 0 && y != 0) as usize;
+            union += (x != 0 || y != 0) as usize;
+        }
+        let iou = if union == 0 { 1.0 } else { inter as f64 / union as f64 };
+        self.samples += 1;
+        self.iou_sum += iou;
+        self.iou_min = self.iou_min.min(iou);
+    }
+
+    pub fn mean(&self) -> f64 {
+        self.iou_sum / self.samples.max(1) as f64
+    }
 }
 
 /// Run `model` on every sample of `dataset` (which must be in [`Mode::Eval`]), post-process to
 /// the original size and score. Consecutive samples of one image share one image encoding.
-/// `progress` is called after each sample with (done, total).
+/// `progress` is called after each sample with (done, total). With a `reference` model, each
+/// sample is also answered by it and the two masks compared ([`EvalResult::agreement`]).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate<B: Backend>(
     model: &RsRefSeg<B>,
+    reference: Option<&RsRefSeg<B>>,
     config: &RsRefSegConfig,
     dataset: &RefDataset,
     tokenizer: &TextTokenizer,
@@ -179,6 +211,8 @@ pub fn evaluate<B: Backend>(
     let segmenter = (clicks > 0).then(|| Segmenter::new(model.clone(), None, s, device.clone()));
     // The current image: its path, encoding and the (prediction, ground truth) of its samples.
     let mut current: Option<(std::path::PathBuf, rsrefseg::model::ImageEncoding<B>)> = None;
+    let mut reference_image: Option<rsrefseg::model::ImageEncoding<B>> = None;
+    let mut agreement = reference.map(|_| Agreement { samples: 0, iou_sum: 0.0, iou_min: 1.0 });
     let mut answers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for i in 0..n {
         let item = dataset.get(i)?;
@@ -187,6 +221,7 @@ pub fn evaluate<B: Backend>(
             sensitivity.add_image(&answers);
             answers.clear();
             let x = Tensor::<B, 4>::from_data(TensorData::new(item.x01(), [1, 3, s, s]), device);
+            reference_image = reference.map(|r| r.encode_image(x.clone()));
             current = Some((path.clone(), model.encode_image(x)));
         }
         let image = &current.as_ref().expect("encoded above").1;
@@ -196,6 +231,11 @@ pub fn evaluate<B: Backend>(
         let predicted_iou = out.iou.clone().into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow!("{e:?}"))?[0];
         let logits = logits_at_original_size(out.mask_logits, item.geometry);
         let pred = mask_bytes(logits)?;
+        if let (Some(r), Some(image), Some(agreement)) = (reference, &reference_image, &mut agreement) {
+            let (ids, mask) = token_tensors::<B>(tokenizer, config, &[item.sentence.as_str()], device)?;
+            let out = r.query(image, ids, Some(mask), false);
+            agreement.add(&pred, &mask_bytes(logits_at_original_size(out.mask_logits, item.geometry))?);
+        }
         let category = item.category.as_deref();
         let counts = overall.add(&pred, &item.gt, category).map_err(|e| anyhow!("sample {i}: {e}"))?;
         iou_pairs.push((predicted_iou as f64, counts.iou_f32(1) as f64));
@@ -222,6 +262,7 @@ pub fn evaluate<B: Backend>(
         sensitivity,
         iou_pearson: pearson(&iou_pairs),
         click_curve: if clicks > 0 { curve.into_iter().filter_map(|a| a.compute()).collect() } else { Vec::new() },
+        agreement,
     })
 }
 
@@ -431,6 +472,9 @@ impl EvalResult {
             "threshold_iou": SENSITIVITY_IOU,
         });
         v["predicted_iou_pearson_r"] = self.iou_pearson.map_or(Value::Null, num);
+        if let Some(a) = &self.agreement {
+            v["agreement_with_f32"] = json!({ "samples": a.samples, "mean_mask_iou": num(a.mean()), "min_mask_iou": num(a.iou_min) });
+        }
         if !self.click_curve.is_empty() {
             v["click_curve"] = Value::Array(
                 self.click_curve.iter().enumerate().map(|(k, m)| {
@@ -469,6 +513,14 @@ impl EvalResult {
         }
         if let Some(r) = self.iou_pearson {
             s.push_str(&format!("\npredicted IoU vs true IoU: Pearson r = {r:.3}"));
+        }
+        if let Some(a) = &self.agreement {
+            s.push_str(&format!(
+                "\nmasks vs the f32 model's: mean IoU {:.4} over {} samples (lowest {:.4})",
+                a.mean(),
+                a.samples,
+                a.iou_min
+            ));
         }
         if !self.click_curve.is_empty() {
             s.push_str(&format!("\n{:<14}{:>8}{:>8}{:>8}", "clicks", "gIoU", "cIoU", "Pr@0.5"));
@@ -514,9 +566,12 @@ fn eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
     let tensors = read_tensors(&args.weights).map_err(|e| anyhow!("{e}"))?;
     let (model, _) = load_rsrefseg_tensors::<B>(tensors, &config, &device, LoadOptions::default())
         .map_err(|e| anyhow!("{}: {e}", args.weights.display()))?;
+    // Under int8 the f32 model answers every sample too, and the masks are compared.
+    let reference = (args.backend.precision == crate::backend::Precision::Int8).then(|| model.clone());
+    let model = args.backend.precision.prepare(model);
 
     let start = std::time::Instant::now();
-    let result = evaluate(&model, &config, &dataset, &tokenizer, &device, args.limit, args.clicks as usize, args.click_mask_prompt, |done, total| {
+    let result = evaluate(&model, reference.as_ref(), &config, &dataset, &tokenizer, &device, args.limit, args.clicks as usize, args.click_mask_prompt, |done, total| {
         if done % 50 == 0 || done == total {
             eprintln!("{done}/{total} samples");
         }

@@ -321,7 +321,7 @@ fn eval<B: Backend>(args: EvalSceneArgs, device: &B::Device) -> Result<()> {
     if args.tiling.tiles == Tiling::Auto {
         options.selection = TileSelection::Localize { max_tiles: args.tiling.max_tiles, margin: args.tiling.margin };
     }
-    let model = model_files::load_model::<B>(&args.model, &config, device)?;
+    let model = args.backend.precision.prepare(model_files::load_model::<B>(&args.model, &config, device)?);
     let segmenter = Segmenter::new(model, None, config.image_size(), device.clone());
     // SigLIP's tile tokens are kept between the scene's sentences (they do not depend on them).
     let mut scene_tokens = rsrefseg::whole_scene::SceneTokens::default();

@@ -76,7 +76,7 @@ fn segment<B: Backend>(args: SegmentArgs, device: &B::Device) -> Result<()> {
     // One run at a time per directory, every file replaced atomically: the outputs of a
     // directory always belong to one run (result.json describes the mask.png beside it).
     let _lock = lock_dir(&args.out_dir).map_err(anyhow::Error::msg)?;
-    let model = model_files::load_model::<B>(&args.model, &config, &device)?;
+    let model = args.backend.precision.prepare(model_files::load_model::<B>(&args.model, &config, &device)?);
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
 
     // The segmentation pipeline the page runs too (rsrefseg::segmenter).
@@ -162,7 +162,7 @@ fn segment_scene<B: Backend>(
         eprintln!("warning: {note}");
     }
     let _lock = lock_dir(&args.out_dir).map_err(anyhow::Error::msg)?;
-    let model = model_files::load_model::<B>(&args.model, config, device)?;
+    let model = args.backend.precision.prepare(model_files::load_model::<B>(&args.model, config, device)?);
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let segmenter = Segmenter::new(model, None, config.image_size(), device.clone());
     let bar = indicatif::ProgressBar::new(0);

@@ -139,6 +139,7 @@ pub struct StageArgs {
 }
 
 pub fn run(args: StageArgs) -> Result<()> {
+    args.precision.check_trainable()?;
     crate::configure_threads(args.threads)?;
     for (name, v) in [
         ("--steps", args.steps),

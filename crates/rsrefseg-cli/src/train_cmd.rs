@@ -248,6 +248,7 @@ impl MetricsLog {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    args.precision.check_trainable()?;
     crate::configure_threads(args.threads)?;
     let (backend, precision, devices) = (args.backend, args.precision, args.devices.clone());
     dispatch(backend, precision, devices.as_deref(), Train(args))
@@ -489,7 +490,7 @@ fn validate<B: AutodiffBackend>(
     epoch: usize,
 ) -> Result<()> {
     let model = trainer.valid_model().model;
-    let result = evaluate(&model, config, val, tokenizer, device, args.val_limit, 0, crate::eval_cmd::ClickMaskPrompt::Dense, |_, _| {})?;
+    let result = evaluate(&model, None, config, val, tokenizer, device, args.val_limit, 0, crate::eval_cmd::ClickMaskPrompt::Dense, |_, _| {})?;
     let mut line = result.to_json();
     let giou = line["giou"].as_f64().unwrap_or(f64::NAN);
     let step = trainer.state.step;

@@ -124,6 +124,13 @@ fn backends_precisions_and_devices() {
         "--precision", "f16",
     ]);
     fails_with(eval, &["--precision f16", "cpu"]);
+    // int8 is an inference precision of the cpu backend.
+    fails_with(train(&dir.join("run_int8"), &["--precision", "int8"]), &["--precision int8", "inference"]);
+    let eval = rsrefseg(&[
+        "eval", "--config", &d(&model), "--weights", &d(&init), "--data", &d(&data), "--tokenizer", &d(&tok),
+        "--backend", "ndarray", "--precision", "int8",
+    ]);
+    fails_with(eval, &["--precision int8", "ndarray"]);
     #[cfg(not(feature = "cuda"))]
     {
         let seg = rsrefseg(&[

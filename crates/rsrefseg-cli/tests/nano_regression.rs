@@ -10,7 +10,7 @@
 
 use rsrefseg::synth::writer::{jsonl_lines, scene_with_expressions, split_of, SPLITS};
 use rsrefseg::synth::SynthConfig;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -88,4 +88,27 @@ fn shipped_nano_keeps_its_reported_giou() {
     println!("sentence sensitivity {got_s:.3} (reported {reported_s:.3})");
     assert!(got_s >= reported_s - 0.1, "sentence sensitivity {got_s:.3} < reported {reported_s:.3} − 0.1");
     assert!(reported_s > 0.5, "reported sentence sensitivity {reported_s} is that of a model that ignores the sentence");
+
+    // `--precision int8` (int8 products in the encoders) answers with nearly the f32 masks: the
+    // evaluation runs the f32 model beside it and compares every mask.
+    let json8 = dir.join("eval-int8.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_rsrefseg"))
+        .args(["eval", "--config", "nano", "--precision", "int8", "--tokenizer"])
+        .arg(repo().join("models/nano/tokenizer.json"))
+        .arg("--weights")
+        .arg(&weights)
+        .arg("--data")
+        .arg(dir.join("data"))
+        .args(["--split", "test", "--json"])
+        .arg(&json8)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "int8 eval failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let got8: Value = serde_json::from_str(&std::fs::read_to_string(&json8).unwrap()).unwrap();
+    let agreement = &got8["agreement_with_f32"];
+    let mean = agreement["mean_mask_iou"].as_f64().expect("agreement_with_f32 in the int8 evaluation");
+    println!("int8 vs f32 masks: mean IoU {mean:.4} over {} samples; int8 gIoU {:.4}", agreement["samples"], got8["giou"]);
+    assert_eq!(agreement["samples"], json!(64));
+    assert!(mean >= 0.98, "int8 masks agree with the f32 ones at mean IoU {mean:.4} < 0.98");
+    assert!((got8["giou"].as_f64().unwrap() - giou).abs() < 0.02, "int8 gIoU {} vs f32 {giou}", got8["giou"]);
 }

@@ -14,7 +14,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Shape, Tensor};
 use burn_flex::{FlexTensor, Layout};
 
-use crate::{flex_ref, for_each_task_with, from_flex, grad, simd, view_fits, SendPtr};
+use crate::int8::{self, Int8Weight, QuantRows};
+use crate::{flex_ref, for_each_task, for_each_task_with, from_flex, grad, simd, view_fits, SendPtr};
 
 /// Query rows per task: a 64 × n_k score block (256 KiB at SigLIP's 1 024 keys, 1 MiB at Hiera's
 /// 4 096-token global blocks) stays in L2.
@@ -152,6 +153,13 @@ impl Operands<'_> {
                 0.0, 1.0 / (d as f32).sqrt(), false, false, false, gemm::Parallelism::None,
             );
         }
+        self.bias_softmax(p, bi, hi, r0);
+    }
+
+    /// Scores `p` (rows of `n_k`) of head `(bi, hi)`'s query rows `r0..` → attention weights:
+    /// the bias added, each row's softmax taken.
+    fn bias_softmax(&self, p: &mut [f32], bi: usize, hi: usize, r0: usize) {
+        let nk = self.dims[3];
         if let Some(bv) = &self.bias {
             for (i, row) in p.chunks_exact_mut(nk).enumerate() {
                 let base = bv.offset + bi * bv.strides[0] + hi * bv.strides[1] + (r0 + i) * bv.strides[2];
@@ -164,6 +172,75 @@ impl Operands<'_> {
         // A row masked everywhere attends to nothing (zeros, not NaN).
         simd::softmax_rows(p, nk);
     }
+}
+
+/// [`attention`] with int8 products, for inference (the CLI's `--precision int8`): each head's
+/// keys are quantised per key and its values per channel (packed once per head), each block of
+/// queries per row, and the attention weights per row after the softmax; scores, bias and
+/// softmax stay f32. See [`crate::int8`]. `None` when the kernels do not serve the backend or
+/// the query rows are not contiguous (the caller then runs the f32 attention).
+pub fn attention_int8<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 4>>,
+) -> Option<Tensor<B, 4>> {
+    let (qt, kt, vt) = (flex_ref(q)?, flex_ref(k)?, flex_ref(v)?);
+    let bt = match bias {
+        Some(b) => Some(flex_ref(b)?),
+        None => None,
+    };
+    Some(from_flex(attention_int8_flex(&qt, &kt, &vt, bt.as_ref())?))
+}
+
+fn attention_int8_flex(qt: &FlexTensor, kt: &FlexTensor, vt: &FlexTensor, bt: Option<&FlexTensor>) -> Option<FlexTensor> {
+    let ops = Operands::of(qt, kt, vt, bt)?;
+    let [b, h, nq, nk, d, dv] = ops.dims;
+    let (qv, kv, vv) = (&ops.q, &ops.k, &ops.v);
+    if qv.strides[3] != 1 {
+        return None;
+    }
+    let scale = 1.0 / (d as f32).sqrt();
+    // Every head's kᵀ (`[d, n_k]`, 1/√d folded into its scales) and v (`[n_k, d_v]`), packed once.
+    let mut packs: Vec<Option<(Int8Weight, Int8Weight)>> = (0..b * h).map(|_| None).collect();
+    let slots = SendPtr(packs.as_mut_ptr());
+    for_each_task(b * h, move |bh| {
+        let slots = slots;
+        let (bi, hi) = (bh / h, bh % h);
+        let (kb, ks) = (kv.offset + bi * kv.strides[0] + hi * kv.strides[1], [kv.strides[2], kv.strides[3]]);
+        let (vb, vs) = (vv.offset + bi * vv.strides[0] + hi * vv.strides[1], [vv.strides[2], vv.strides[3]]);
+        let kt = Int8Weight::pack(d, nk, |j, col| col.extend((0..d).map(|c| kv.data[kb + j * ks[0] + c * ks[1]])), None, scale);
+        let vp = Int8Weight::pack(nk, dv, |c, col| col.extend((0..nk).map(|j| vv.data[vb + j * vs[0] + c * vs[1]])), None, 1.0);
+        // SAFETY: slot bh is this task's alone, and `packs` outlives the loop.
+        unsafe { *slots.0.add(bh) = Some((kt, vp)) };
+    });
+    let packs: Vec<(Int8Weight, Int8Weight)> = packs.into_iter().map(|p| p.expect("every head was packed")).collect();
+    let blocks = nq.div_ceil(ROWS);
+    let mut out = vec![0.0f32; b * nq * h * dv];
+    let dst = SendPtr(out.as_mut_ptr());
+    for_each_task_with(
+        b * h * blocks,
+        || (vec![0.0f32; ROWS.min(nq) * nk], QuantRows::default()),
+        |(scores, rows_q), task| {
+            let dst = dst;
+            let (bh, blk) = (task / blocks, task % blocks);
+            let (bi, hi) = (bh / h, bh % h);
+            let r0 = blk * ROWS;
+            let rows = ROWS.min(nq - r0);
+            let (kt, vp) = &packs[bh];
+            let s = &mut scores[..rows * nk];
+            let qb = qv.offset + bi * qv.strides[0] + hi * qv.strides[1] + r0 * qv.strides[2];
+            rows_q.fill(rows, d, |r| &qv.data[qb + r * qv.strides[2]..][..d]);
+            // SAFETY: the score block is this worker's own (rows × n_k).
+            unsafe { int8::multiply(rows_q, kt, s.as_mut_ptr(), nk) };
+            ops.bias_softmax(s, bi, hi, r0);
+            let s = &scores[..rows * nk];
+            rows_q.fill(rows, nk, |r| &s[r * nk..][..nk]);
+            // SAFETY: the output rows (bi, r0..r0+rows, hi, ..) belong to this task only.
+            unsafe { int8::multiply(rows_q, vp, dst.0.add(((bi * nq + r0) * h + hi) * dv), h * dv) };
+        },
+    );
+    Some(heads_view(out, [b, h, nq, dv]))
 }
 
 fn dims4(t: &FlexTensor) -> [usize; 4] {
@@ -336,6 +413,33 @@ mod tests {
             let want = burn_attention(q.clone(), k.clone(), v.clone(), None, Some(bias.clone()), AttentionModuleOptions::default());
             let got = attention(&q, &k, &v, Some(&bias)).unwrap();
             assert!(max_abs_diff(got, want) < 1e-5);
+        }
+    }
+
+    #[test]
+    fn int8_attention_follows_the_f32_one() {
+        // Head views as the model makes them, ragged sizes, with and without a key-padding bias.
+        for (b, h, nq, nk, d) in [(2, 3, 70, 70, 16), (1, 4, 9, 200, 8), (2, 2, 130, 5, 32)] {
+            let q = random([b, nq, h * d], 21).reshape([b, nq, h, d]).swap_dims(1, 2);
+            let k = random([b, nk, h * d], 22).reshape([b, nk, h, d]).swap_dims(1, 2);
+            let v = random([b, nk, h * d], 23).reshape([b, nk, h, d]).swap_dims(1, 2);
+            let mut pad = vec![0.0f32; b * nk];
+            for bi in 0..b {
+                pad[bi * nk + nk - 1] = f32::NEG_INFINITY;
+            }
+            let bias = Tensor::<crate::testing::F, 1>::from_floats(pad.as_slice(), &Default::default())
+                .reshape([b, 1, 1, nk])
+                .expand([b, h, nq, nk]);
+            for bias in [None, Some(&bias)] {
+                let want = attention(&q, &k, &v, bias).unwrap();
+                let got = attention_int8(&q, &k, &v, bias).unwrap();
+                assert_eq!(got.dims(), want.dims());
+                let (got, want) = (got.into_data().to_vec::<f32>().unwrap(), want.into_data().to_vec::<f32>().unwrap());
+                let err: f32 = got.iter().zip(&want).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt();
+                let norm: f32 = want.iter().map(|a| a * a).sum::<f32>().sqrt();
+                // 8-bit q, k, weights and v: a few per cent of the output's norm.
+                assert!(err / norm < 0.05, "{b} {h} {nq} {nk} {d}: relative error {}", err / norm);
+            }
         }
     }
 

@@ -26,14 +26,16 @@
 //! implementation and gradients.
 //!
 //! One concept per file: [`attention`], [`channel`] (per-channel affine maps), [`gelu`],
-//! [`im2col`] (convolution columns), [`layout`] (views and copies), [`norm`] (LayerNorm2d),
-//! [`pool`], [`resize`] (bilinear); the vectorised math they share is in [`simd`], the autodiff glue in [`grad`].
+//! [`im2col`] (convolution columns), [`int8`] (int8 matrix products for inference), [`layout`]
+//! (views and copies), [`norm`] (LayerNorm2d), [`pool`], [`resize`] (bilinear); the vectorised
+//! math they share is in [`simd`], the autodiff glue in [`grad`].
 
 pub mod attention;
 pub mod channel;
 pub mod gelu;
 pub mod grad;
 pub mod im2col;
+pub mod int8;
 pub mod layout;
 pub mod norm;
 pub mod pool;
@@ -46,7 +48,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 
-pub use attention::attention;
+pub use attention::{attention, attention_int8};
 pub use channel::channel_affine;
 pub use gelu::{gelu, Gelu};
 pub use im2col::{im2col, Im2col};

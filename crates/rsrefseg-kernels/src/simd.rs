@@ -195,6 +195,32 @@ fn scale_body(xs: &mut [f32], k: f32) {
     }
 }
 
+/// `max |xᵢ|` (0 for an empty slice; NaN ignored).
+#[inline(always)]
+fn max_abs_body(xs: &[f32]) -> f32 {
+    let mut m = [0.0f32; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            let a = c[i].abs();
+            m[i] = if a > m[i] { a } else { m[i] };
+        }
+    }
+    let tail = chunks.remainder().iter().fold(0.0f32, |a, &b| if b.abs() > a { b.abs() } else { a });
+    m.iter().fold(tail, |a, &b| if b > a { b } else { a })
+}
+
+/// `dst[i] = round(src[i] · inv) + 128` as a byte, for `|src[i] · inv| ≤ 127.5`: rounded half to
+/// even by adding `1.5·2²³` (the integer lands in the low mantissa bits), which vectorises where
+/// a float-to-int cast does not.
+#[inline(always)]
+fn quantize_u8_body(src: &[f32], inv: f32, dst: &mut [u8]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        let t = x * inv + (128.0 + 12_582_912.0);
+        *d = t.to_bits() as u8;
+    }
+}
+
 /// Every row (of `nk`) of a score block becomes its softmax; a row masked everywhere becomes
 /// zeros, not NaN.
 #[inline(always)]
@@ -252,6 +278,15 @@ dispatch!(
 dispatch!(
     /// Softmax of every row (of `nk` scores) of a block, in place.
     softmax_rows => softmax_rows_body(s: &mut [f32], nk: usize)
+);
+dispatch!(
+    /// `max |xᵢ|` of a slice (0 when empty; NaN ignored).
+    max_abs => max_abs_body(xs: &[f32]) -> f32
+);
+dispatch!(
+    /// Quantise to unsigned bytes: `dst[i] = round(src[i] · inv) + 128` (half to even), for
+    /// `|src[i] · inv| ≤ 127.5`.
+    quantize_u8 => quantize_u8_body(src: &[f32], inv: f32, dst: &mut [u8])
 );
 
 #[cfg(test)]

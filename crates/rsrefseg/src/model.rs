@@ -83,6 +83,16 @@ fn expand_batch<B: Backend, const D: usize>(t: Tensor<B, D>, n: usize) -> Tensor
 }
 
 impl<B: Backend> RsRefSeg<B> {
+    /// The model with the `Linear` layers of its two encoders (SigLIP's towers, Hiera) quantised
+    /// for the CPU's int8 products ([`crate::nn::LoraLinear::quantize_int8`]): the CLI's
+    /// `--precision int8`. The prompter and SAM's decoder, a small share of the work, stay f32.
+    /// On backends other than the CPU kernels' the model is unchanged.
+    pub fn quantize_int8(self) -> Self {
+        use crate::nn::lora::LoraModule;
+        let sam = Sam2 { image_encoder: self.sam.image_encoder.quantize_int8(), ..self.sam };
+        Self { siglip: self.siglip.quantize_int8(), sam, ..self }
+    }
+
     /// Encode images once.
     ///
     /// # Shapes

@@ -82,6 +82,9 @@ pub struct BenchArgs {
     /// CPU backend to time: cpu (burn's Flex, the default of every command) or ndarray.
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: crate::backend::BackendKind,
+    /// With --pipeline: f32, or int8 products in the encoders' `Linear` layers (cpu backend).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: crate::backend::Precision,
     /// Also write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -213,8 +216,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--reps must be at least 1");
     }
     let threads = crate::configure_threads(args.threads)?;
-    let backend = args.backend;
-    crate::backend::dispatch(backend, crate::backend::Precision::F32, None, Bench { args, threads })
+    if args.precision != crate::backend::Precision::F32 && !args.pipeline {
+        bail!("--precision {} times the inference pipeline: add --pipeline", args.precision.name());
+    }
+    let (backend, precision) = (args.backend, args.precision);
+    crate::backend::dispatch(backend, precision, None, Bench { args, threads })
 }
 
 /// How every benchmark mode runs and reports: repetitions, threads, JSON output, backend name.
@@ -246,6 +252,7 @@ impl crate::backend::BackendJob for Bench {
             return pipeline::run::<B::InnerBackend>(
                 pipeline::PipelineArgs {
                     model: &args.model,
+                    precision: args.precision,
                     image,
                     text: crate::model_files::TextArgs { text: args.text.clone(), token_ids: args.token_ids.clone() },
                     run,

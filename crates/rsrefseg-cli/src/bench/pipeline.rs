@@ -20,6 +20,7 @@ const STAGES: [&str; 7] = ["preprocess", "siglip_vision", "hiera_fpn", "siglip_t
 
 pub struct PipelineArgs<'a> {
     pub model: &'a ModelArgs,
+    pub precision: crate::backend::Precision,
     pub image: &'a Path,
     pub text: TextArgs,
     pub run: super::RunSettings<'a>,
@@ -38,7 +39,7 @@ pub fn run<B: Backend>(args: PipelineArgs, device: &B::Device) -> Result<()> {
     let device = device.clone();
     let config = model_files::load_config(args.model)?;
     let t = Instant::now();
-    let model = model_files::load_model::<B>(args.model, &config, &device)?;
+    let model = args.precision.prepare(model_files::load_model::<B>(args.model, &config, &device)?);
     let load_ms = ms(t);
     let peak_after_load = peak_rss();
     let img = model_files::read_image(args.image)?;
@@ -131,6 +132,7 @@ pub fn run<B: Backend>(args: PipelineArgs, device: &B::Device) -> Result<()> {
             "impl": "rsrefseg",
             "mode": "pipeline",
             "backend": args.run.backend,
+            "precision": args.precision.name(),
             "threads": args.run.threads,
             "reps": args.run.reps,
             "warmup": args.run.warmup,

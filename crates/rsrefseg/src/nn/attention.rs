@@ -73,7 +73,8 @@ impl<B: Backend> Attention<B> {
         let q = self.separate_heads(self.q_proj.forward(q));
         let k = self.separate_heads(self.k_proj.forward(k));
         let v = self.separate_heads(self.v_proj.forward(v));
-        let out = sdpa(q, k, v, key_bias);
+        // Layers quantised for int8 inference run the attention's products in int8 too.
+        let out = if self.q_proj.int8.is_some() { sdpa_int8(q, k, v, key_bias) } else { sdpa(q, k, v, key_bias) };
         self.out_proj.forward(recombine_heads(out))
     }
 
@@ -120,6 +121,25 @@ pub fn sdpa<B: Backend>(
         }
     }
     sdpa_blocked(q, k, v, bias, MAX_SCORE_BYTES)
+}
+
+/// [`sdpa`] with int8 products on the CPU backend (`--precision int8`: keys, values, queries and
+/// attention weights quantised, see `rsrefseg_kernels::attention_int8`); elsewhere [`sdpa`].
+pub fn sdpa_int8<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    bias: Option<Tensor<B, 4>>,
+) -> Tensor<B, 4> {
+    if rsrefseg_kernels::serves::<B>() {
+        let [b, h, nq, _] = q.dims();
+        let [_, _, nk, _] = k.dims();
+        let bias = bias.clone().map(|t| t.expand([b, h, nq, nk]));
+        if let Some(out) = rsrefseg_kernels::attention_int8(&q, &k, &v, bias.as_ref()) {
+            return out;
+        }
+    }
+    sdpa(q, k, v, bias)
 }
 
 fn sdpa_blocked<B: Backend>(

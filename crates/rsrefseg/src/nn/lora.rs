@@ -31,6 +31,8 @@ use burn::tensor::backend::Backend;
 use crate::nn::conv::{conv2d, conv2d_gemm};
 use burn::tensor::Tensor;
 use regex::RegexSet;
+use rsrefseg_kernels::int8::Int8Weight;
+use std::sync::Arc;
 
 /// SigLIP layers RSRefSeg 2 adapts, relative to [`crate::encoders::Siglip`]: every attention
 /// projection of both towers and the text `head` (t_sent). The vision MAP head's MLP is adapted
@@ -111,11 +113,16 @@ pub struct LoraLinear<B: Backend> {
     /// `alpha / r`.
     #[module(skip)]
     pub scaling: f64,
+    /// The weight and bias quantised for the CPU's int8 products ([`LoraLinear::quantize_int8`]);
+    /// `None`: the f32 product. Set after loading, for inference only: loading a record or
+    /// training changes `weight`, not this copy.
+    #[module(skip)]
+    pub int8: Option<Arc<Int8Weight>>,
 }
 
 impl<B: Backend> From<Linear<B>> for LoraLinear<B> {
     fn from(l: Linear<B>) -> Self {
-        Self { weight: l.weight, bias: l.bias, lora_A: None, lora_B: None, scaling: 1.0 }
+        Self { weight: l.weight, bias: l.bias, lora_A: None, lora_B: None, scaling: 1.0, int8: None }
     }
 }
 
@@ -123,6 +130,13 @@ impl<B: Backend> LoraLinear<B> {
     /// # Shapes
     /// - x: `[..., in]` → `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let x = match &self.int8 {
+            Some(w) => match rsrefseg_kernels::int8::linear(x, w) {
+                Ok(y) => return y,
+                Err(x) => x,
+            },
+            None => x,
+        };
         let base = super::linear::linear_rows(x.clone(), self.weight.val(), self.bias.as_ref().map(Param::val));
         match (&self.lora_A, &self.lora_B) {
             (Some(a), Some(b)) => base + b.forward(a.forward(x)).mul_scalar(self.scaling),
@@ -148,6 +162,7 @@ impl<B: Backend> LoraLinear<B> {
             lora_A: Some(LinearConfig::new(d_in, rank).with_bias(false).init(device)),
             lora_B: Some(LinearConfig::new(rank, d_out).with_bias(false).with_initializer(Initializer::Zeros).init(device)),
             scaling: alpha / rank as f64,
+            int8: None,
         }
     }
 
@@ -164,7 +179,16 @@ impl<B: Backend> LoraLinear<B> {
             let grad = w.is_require_grad();
             (w + delta).detach().set_require_grad(grad)
         });
-        Self { weight, bias: self.bias, lora_A: None, lora_B: None, scaling }
+        Self { weight, bias: self.bias, lora_A: None, lora_B: None, scaling, int8: None }
+    }
+
+    /// The layer with its adapter merged and its weight quantised for the CPU's int8 products
+    /// (per output column; rows of the input are quantised as they arrive). Only on the backend
+    /// the CPU kernels serve (Flex, inference); elsewhere the layer stays f32.
+    pub fn quantize_int8(self) -> Self {
+        let layer = self.merge();
+        let int8 = Int8Weight::from_linear(&layer.weight.val(), layer.bias.as_ref().map(Param::val).as_ref());
+        Self { int8: int8.map(Arc::new), ..layer }
     }
 }
 
@@ -318,6 +342,21 @@ pub trait LoraModule<B: Backend>: Module<B> + Sized {
             }
         }
         self.map_lora("", &mut Merge)
+    }
+
+    /// Quantise every `Linear` for the CPU's int8 products ([`LoraLinear::quantize_int8`];
+    /// adapters are merged first). For inference, after loading.
+    fn quantize_int8(self) -> Self {
+        struct Quantize;
+        impl<B: Backend> LoraMapper<B> for Quantize {
+            fn map_linear(&mut self, _: &str, layer: LoraLinear<B>) -> LoraLinear<B> {
+                layer.quantize_int8()
+            }
+            fn map_conv(&mut self, _: &str, layer: LoraConv2d<B>) -> LoraConv2d<B> {
+                layer
+            }
+        }
+        self.map_lora("", &mut Quantize)
     }
 
     /// Canonical paths of the layers that carry an adapter.

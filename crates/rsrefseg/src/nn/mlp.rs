@@ -1,10 +1,13 @@
 //! The n-layer MLP of SAM (`sam2_utils.MLP`), also used by Hiera blocks and the prompter.
 //! Keys are `layers.{i}` as in the reference; the activation follows every layer but the last.
+//! The layers are [`LoraLinear`]s (no adapter unless one is attached), so the int8 inference
+//! path and the LoRA walk reach Hiera's MLPs like every other `Linear`.
 
 use super::Activation;
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use super::lora::LoraLinear;
+use burn::nn::LinearConfig;
 use burn::tensor::{activation::sigmoid, backend::Backend, Tensor};
 
 #[derive(Config, Debug)]
@@ -26,7 +29,7 @@ impl MlpConfig {
             .map(|i| {
                 let d_in = if i == 0 { self.input_dim } else { self.hidden_dim };
                 let d_out = if i + 1 == self.num_layers { self.output_dim } else { self.hidden_dim };
-                LinearConfig::new(d_in, d_out).init(device)
+                LinearConfig::new(d_in, d_out).init(device).into()
             })
             .collect();
         Mlp { layers, activation: self.activation, sigmoid_output: self.sigmoid_output }
@@ -35,7 +38,7 @@ impl MlpConfig {
 
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
-    pub layers: Vec<Linear<B>>,
+    pub layers: Vec<LoraLinear<B>>,
     #[module(skip)]
     pub activation: Activation,
     pub sigmoid_output: bool,
@@ -47,7 +50,7 @@ impl<B: Backend> Mlp<B> {
         let n = self.layers.len();
         let mut x = x;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = super::linear::linear_rows(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
+            x = layer.forward(x);
             if i + 1 < n {
                 x = self.activation.forward(x);
             }
@@ -58,4 +61,8 @@ impl<B: Backend> Mlp<B> {
             x
         }
     }
+}
+
+super::lora::lora_tree! {
+    Mlp<B> { layers }
 }

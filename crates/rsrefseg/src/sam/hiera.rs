@@ -19,7 +19,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::nn::attention::sdpa;
+use crate::nn::attention::{sdpa, sdpa_int8};
 use crate::nn::{contiguous, reshape_view};
 
 #[derive(Config, Debug)]
@@ -461,7 +461,9 @@ impl<B: Backend> MultiScaleAttention<B> {
         };
 
         // (B, N, heads, d) -> (B, heads, N, d)
-        let out = sdpa(q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2), None);
+        let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+        // Layers quantised for int8 inference run the attention's products in int8 too.
+        let out = if self.qkv.int8.is_some() { sdpa_int8(q, k, v, None) } else { sdpa(q, k, v, None) };
         // (B, heads, N, d) -> (B, h, w, heads·d)
         let out = out.swap_dims(1, 2).reshape([b, h, w, dim_out]);
         self.proj.forward(out)
@@ -521,6 +523,6 @@ pub fn window_unpartition<B: Backend>(
 // LoRA-capable layers (RSRefSeg 2 adapts the encoders and SAM's decoder through LoRA).
 crate::nn::lora::lora_tree! {
     Hiera<B> { blocks }
-    MultiScaleBlock<B> { attn }
+    MultiScaleBlock<B> { attn, mlp }
     MultiScaleAttention<B> { qkv, proj }
 }
