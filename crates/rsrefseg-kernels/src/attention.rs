@@ -159,6 +159,13 @@ impl Operands<'_> {
     /// Scores `p` (rows of `n_k`) of head `(bi, hi)`'s query rows `r0..` → attention weights:
     /// the bias added, each row's softmax taken.
     fn bias_softmax(&self, p: &mut [f32], bi: usize, hi: usize, r0: usize) {
+        self.add_bias(p, bi, hi, r0);
+        // A row masked everywhere attends to nothing (zeros, not NaN).
+        simd::softmax_rows(p, self.dims[3]);
+    }
+
+    /// Scores `p` of head `(bi, hi)`'s query rows `r0..` plus the bias, if any.
+    fn add_bias(&self, p: &mut [f32], bi: usize, hi: usize, r0: usize) {
         let nk = self.dims[3];
         if let Some(bv) = &self.bias {
             for (i, row) in p.chunks_exact_mut(nk).enumerate() {
@@ -169,8 +176,6 @@ impl Operands<'_> {
                 }
             }
         }
-        // A row masked everywhere attends to nothing (zeros, not NaN).
-        simd::softmax_rows(p, nk);
     }
 }
 
@@ -220,8 +225,8 @@ fn attention_int8_flex(qt: &FlexTensor, kt: &FlexTensor, vt: &FlexTensor, bt: Op
     let dst = SendPtr(out.as_mut_ptr());
     for_each_task_with(
         b * h * blocks,
-        || (vec![0.0f32; ROWS.min(nq) * nk], QuantRows::default()),
-        |(scores, rows_q), task| {
+        || (vec![0.0f32; ROWS.min(nq) * nk], QuantRows::default(), vec![0.0f32; ROWS]),
+        |(scores, rows_q, sums), task| {
             let dst = dst;
             let (bh, blk) = (task / blocks, task % blocks);
             let (bi, hi) = (bh / h, bh % h);
@@ -233,9 +238,13 @@ fn attention_int8_flex(qt: &FlexTensor, kt: &FlexTensor, vt: &FlexTensor, bt: Op
             rows_q.fill(rows, d, |r| &qv.data[qb + r * qv.strides[2]..][..d]);
             // SAFETY: the score block is this worker's own (rows × n_k).
             unsafe { int8::multiply(rows_q, kt, s.as_mut_ptr(), nk) };
-            ops.bias_softmax(s, bi, hi, r0);
+            // The softmax's numerators e^(s − max) lie in [0, 1] with 1 at each row's maximum:
+            // they are quantised as they are (no normalising pass, no search for the maximum)
+            // and the row's 1 / Σ goes into its scale.
+            ops.add_bias(s, bi, hi, r0);
+            simd::softmax_numerators(s, nk, &mut sums[..rows]);
             let s = &scores[..rows * nk];
-            rows_q.fill(rows, nk, |r| &s[r * nk..][..nk]);
+            rows_q.fill_unit(rows, nk, |r| &s[r * nk..][..nk], |r| if sums[r] > 0.0 { 1.0 / sums[r] } else { 0.0 });
             // SAFETY: the output rows (bi, r0..r0+rows, hi, ..) belong to this task only.
             unsafe { int8::multiply(rows_q, vp, dst.0.add(((bi * nq + r0) * h + hi) * dv), h * dv) };
         },

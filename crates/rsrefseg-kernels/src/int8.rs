@@ -163,20 +163,35 @@ pub fn linear<B: Backend, const D: usize>(x: Tensor<B, D>, w: &Int8Weight) -> Re
     }
     let t = into_flex(x)?.to_contiguous();
     let m: usize = dims[..D - 1].iter().product();
-    let mut y = vec![0.0f32; m * w.n];
-    matmul(&t.storage()[..m * w.k], m, w, &mut y);
+    // Every output value is written by the product: no zero-filling pass first.
+    let mut y: Vec<f32> = Vec::with_capacity(m * w.n);
+    // SAFETY: `y` has room for m × n values; `matmul_raw` writes each of them, then they count.
+    unsafe {
+        matmul_raw(&t.storage()[..m * w.k], m, w, y.as_mut_ptr());
+        y.set_len(m * w.n);
+    }
     dims[D - 1] = w.n;
     Ok(from_flex(FlexTensor::from_data(TensorData::new(y, dims.to_vec()))))
 }
 
 /// `y[m, n] = x[m, k] · W + b`, all row-major.
 pub fn matmul(x: &[f32], m: usize, w: &Int8Weight, y: &mut [f32]) {
+    assert!(y.len() >= m * w.n, "int8 matmul: output buffer too small");
+    // SAFETY: `y` holds m × n writable values.
+    unsafe { matmul_raw(x, m, w, y.as_mut_ptr()) }
+}
+
+/// [`matmul`] into `m × n` values from `y`, each written (none read).
+///
+/// # Safety
+/// `y` must address `m × n` writable values.
+unsafe fn matmul_raw(x: &[f32], m: usize, w: &Int8Weight, y: *mut f32) {
     let (k, n) = (w.k, w.n);
-    assert!(x.len() >= m * k && y.len() >= m * n, "int8 matmul: buffers too small");
+    assert!(x.len() >= m * k, "int8 matmul: input buffer too small");
     if m == 0 || n == 0 {
         return;
     }
-    let out = SendPtr(y.as_mut_ptr());
+    let out = SendPtr(y);
     for_each_task_with(m.div_ceil(ROWS_PER_TASK), QuantRows::default, move |rows_q, task| {
         let out = out;
         let r0 = task * ROWS_PER_TASK;
@@ -210,6 +225,24 @@ impl QuantRows {
         self.scale.resize(padded, 0.0);
         for r in 0..rows {
             self.scale[r] = quantize_row(row(r), &mut self.data[r * kp..][..kp]);
+        }
+    }
+
+    /// Like [`QuantRows::fill`] for rows whose values lie in `[0, 1]` with 1 as their largest
+    /// (softmax numerators), which then stand for `row(r)[i] · factor(r)`.
+    pub(crate) fn fill_unit<'a>(&mut self, rows: usize, k: usize, row: impl Fn(usize) -> &'a [f32], factor: impl Fn(usize) -> f32) {
+        let kp = k.div_ceil(4) * 4;
+        let padded = rows.div_ceil(MR) * MR;
+        self.rows = rows;
+        self.kp = kp;
+        self.data.clear();
+        self.data.resize(padded * kp, 128);
+        self.scale.clear();
+        self.scale.resize(padded, 0.0);
+        for r in 0..rows {
+            let dst = &mut self.data[r * kp..][..k];
+            crate::simd::quantize_u8(row(r), 127.0, dst);
+            self.scale[r] = factor(r) / 127.0;
         }
     }
 }

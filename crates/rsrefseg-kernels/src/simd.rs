@@ -195,6 +195,27 @@ fn scale_body(xs: &mut [f32], k: f32) {
     }
 }
 
+/// Every row (of `nk`) of a score block becomes its softmax numerators `e^(xᵢ − max x)` (all
+/// zeros for a row masked everywhere); `sums[r]` receives row r's sum.
+#[inline(always)]
+fn softmax_numerators_body(s: &mut [f32], nk: usize, sums: &mut [f32]) {
+    if nk >= LANES {
+        for (row, sum) in s.chunks_exact_mut(nk).zip(sums.iter_mut()) {
+            *sum = softmax_row_body(row);
+        }
+        return;
+    }
+    for row in s.chunks_exact_mut(nk) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        let max = if max == f32::NEG_INFINITY { 0.0 } else { max };
+        row.iter_mut().for_each(|x| *x -= max);
+    }
+    exp_inplace_body(s);
+    for (row, sum) in s.chunks_exact(nk).zip(sums.iter_mut()) {
+        *sum = row.iter().sum();
+    }
+}
+
 /// `max |xᵢ|` (0 for an empty slice; NaN ignored).
 #[inline(always)]
 fn max_abs_body(xs: &[f32]) -> f32 {
@@ -278,6 +299,11 @@ dispatch!(
 dispatch!(
     /// Softmax of every row (of `nk` scores) of a block, in place.
     softmax_rows => softmax_rows_body(s: &mut [f32], nk: usize)
+);
+dispatch!(
+    /// Softmax numerators `e^(xᵢ − max x)` of every row (of `nk`) of a score block, in place;
+    /// each row's sum into `sums`.
+    softmax_numerators => softmax_numerators_body(s: &mut [f32], nk: usize, sums: &mut [f32])
 );
 dispatch!(
     /// `max |xᵢ|` of a slice (0 when empty; NaN ignored).
