@@ -21,6 +21,10 @@ use crate::{flex_ref, for_each_task, for_each_task_with, from_flex, grad, simd, 
 /// 4 096-token global blocks) stays in L2.
 const ROWS: usize = 64;
 
+/// Fewest queries per head for which [`attention_int8`] runs int8 products (measured on Hiera's
+/// windows: below this, packing the keys and values outweighs what int8 saves).
+pub const MIN_INT8_QUERIES: usize = 128;
+
 /// One operand's view: its storage, start and the strides of its four dimensions.
 struct View<'a> {
     data: &'a [f32],
@@ -182,8 +186,9 @@ impl Operands<'_> {
 /// [`attention`] with int8 products, for inference (the CLI's `--precision int8`): each head's
 /// keys are quantised per key and its values per channel (packed once per head), each block of
 /// queries per row, and the attention weights per row after the softmax; scores, bias and
-/// softmax stay f32. See [`crate::int8`]. `None` when the kernels do not serve the backend or
-/// the query rows are not contiguous (the caller then runs the f32 attention).
+/// softmax stay f32. See [`crate::int8`]. `None` when the kernels do not serve the backend, the
+/// query rows are not contiguous or there are fewer than [`MIN_INT8_QUERIES`] queries (the caller
+/// then runs the f32 attention).
 pub fn attention_int8<B: Backend>(
     q: &Tensor<B, 4>,
     k: &Tensor<B, 4>,
@@ -202,7 +207,9 @@ fn attention_int8_flex(qt: &FlexTensor, kt: &FlexTensor, vt: &FlexTensor, bt: Op
     let ops = Operands::of(qt, kt, vt, bt)?;
     let [b, h, nq, nk, d, dv] = ops.dims;
     let (qv, kv, vv) = (&ops.q, &ops.k, &ops.v);
-    if qv.strides[3] != 1 {
+    // Packing a head's keys and values costs about as much as the products of a few dozen
+    // queries: short sequences (Hiera's windows of 16, 49 and 64 tokens) stay with the f32 kernel.
+    if qv.strides[3] != 1 || nq < MIN_INT8_QUERIES {
         return None;
     }
     let scale = 1.0 / (d as f32).sqrt();
@@ -428,7 +435,7 @@ mod tests {
     #[test]
     fn int8_attention_follows_the_f32_one() {
         // Head views as the model makes them, ragged sizes, with and without a key-padding bias.
-        for (b, h, nq, nk, d) in [(2, 3, 70, 70, 16), (1, 4, 9, 200, 8), (2, 2, 130, 5, 32)] {
+        for (b, h, nq, nk, d) in [(2, 3, 270, 70, 16), (1, 4, 300, 200, 8), (2, 2, 260, 5, 32)] {
             let q = random([b, nq, h * d], 21).reshape([b, nq, h, d]).swap_dims(1, 2);
             let k = random([b, nk, h * d], 22).reshape([b, nk, h, d]).swap_dims(1, 2);
             let v = random([b, nk, h * d], 23).reshape([b, nk, h, d]).swap_dims(1, 2);
@@ -450,6 +457,9 @@ mod tests {
                 assert!(err / norm < 0.05, "{b} {h} {nq} {nk} {d}: relative error {}", err / norm);
             }
         }
+        // Short sequences are handed back to the f32 kernel.
+        let x = random([1, 2, MIN_INT8_QUERIES - 1, 8], 24);
+        assert!(attention_int8(&x, &x, &x, None).is_none());
     }
 
     #[test]

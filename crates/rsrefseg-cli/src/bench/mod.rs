@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 use rsrefseg::encoders::{SiglipConfig, SiglipTextTower, SiglipVisionTower};
+use rsrefseg::nn::lora::LoraModule;
 use rsrefseg::prompter::PrompterConfig;
 use rsrefseg::sam::mask_decoder::HighResFeatures;
 use rsrefseg::sam::image_encoder::ImageEncoderOutput;
@@ -82,7 +83,8 @@ pub struct BenchArgs {
     /// CPU backend to time: cpu (burn's Flex, the default of every command) or ndarray.
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: crate::backend::BackendKind,
-    /// With --pipeline: f32, or int8 products in the encoders' `Linear` layers (cpu backend).
+    /// f32, or int8 products in the encoders (cpu backend; the prompter and decoder stages stay
+    /// f32, as in the pipeline).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: crate::backend::Precision,
     /// Also write the results as JSON.
@@ -216,8 +218,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("--reps must be at least 1");
     }
     let threads = crate::configure_threads(args.threads)?;
-    if args.precision != crate::backend::Precision::F32 && !args.pipeline {
-        bail!("--precision {} times the inference pipeline: add --pipeline", args.precision.name());
+    if args.precision != crate::backend::Precision::F32 && args.train_step {
+        bail!("--precision {} is an inference precision: --train-step runs in f32", args.precision.name());
     }
     let (backend, precision) = (args.backend, args.precision);
     crate::backend::dispatch(backend, precision, None, Bench { args, threads })
@@ -328,11 +330,13 @@ fn bench_stage<B: Backend>(
     device: &B::Device,
 ) -> Result<StageResult> {
     let (warmup, reps) = (args.warmup, args.reps);
+    let int8 = args.precision == crate::backend::Precision::Int8;
     let vc = &sizes.siglip.vision_config;
     let tc = &sizes.siglip.text_config;
     let (detail, macs, times) = match stage {
         Stage::SiglipVision => {
             let tower = SiglipVisionTower::<B>::new(vc, device).map_err(anyhow::Error::msg)?;
+            let tower = if int8 { tower.quantize_int8() } else { tower };
             let pixels = normal::<B, 4>([1, vc.num_channels, vc.image_size, vc.image_size], device);
             let times = time_runs::<B>(warmup, reps, device, || {
                 let _ = tower.forward(pixels.clone());
@@ -341,6 +345,7 @@ fn bench_stage<B: Backend>(
         }
         Stage::SiglipText => {
             let tower = SiglipTextTower::<B>::new(tc, device).map_err(anyhow::Error::msg)?;
+            let tower = if int8 { tower.quantize_int8() } else { tower };
             let ids = Tensor::<B, 2, Int>::random([1, text_len], Distribution::Uniform(0.0, tc.vocab_size as f64), device);
             let times = time_runs::<B>(warmup, reps, device, || {
                 let _ = tower.forward(ids.clone(), None);
@@ -349,6 +354,7 @@ fn bench_stage<B: Backend>(
         }
         Stage::HieraFpn => {
             let sam = sizes.sam.init::<B>(device);
+            let sam = if int8 { rsrefseg::sam::Sam2 { image_encoder: sam.image_encoder.quantize_int8(), ..sam } } else { sam };
             let s = sizes.sam.image_size;
             let pixels = normal::<B, 4>([1, 3, s, s], device);
             let times = time_runs::<B>(warmup, reps, device, || {
