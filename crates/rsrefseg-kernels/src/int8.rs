@@ -215,14 +215,8 @@ pub(crate) struct QuantRows {
 impl QuantRows {
     /// Quantise `rows` rows of `k` values, row `r` being `row(r)`.
     pub(crate) fn fill<'a>(&mut self, rows: usize, k: usize, row: impl Fn(usize) -> &'a [f32]) {
-        let kp = k.div_ceil(4) * 4;
-        let padded = rows.div_ceil(MR) * MR;
-        self.rows = rows;
-        self.kp = kp;
-        self.data.clear();
-        self.data.resize(padded * kp, 128);
-        self.scale.clear();
-        self.scale.resize(padded, 0.0);
+        self.reset(rows, k);
+        let kp = self.kp;
         for r in 0..rows {
             self.scale[r] = quantize_row(row(r), &mut self.data[r * kp..][..kp]);
         }
@@ -231,6 +225,16 @@ impl QuantRows {
     /// Like [`QuantRows::fill`] for rows whose values lie in `[0, 1]` with 1 as their largest
     /// (softmax numerators), which then stand for `row(r)[i] · factor(r)`.
     pub(crate) fn fill_unit<'a>(&mut self, rows: usize, k: usize, row: impl Fn(usize) -> &'a [f32], factor: impl Fn(usize) -> f32) {
+        self.reset(rows, k);
+        let kp = self.kp;
+        for r in 0..rows {
+            crate::simd::quantize_u8(row(r), 127.0, &mut self.data[r * kp..][..k]);
+            self.scale[r] = factor(r) / 127.0;
+        }
+    }
+
+    /// Room for `rows` rows of `k` values, all zero (stored as 128), in whole tiles.
+    fn reset(&mut self, rows: usize, k: usize) {
         let kp = k.div_ceil(4) * 4;
         let padded = rows.div_ceil(MR) * MR;
         self.rows = rows;
@@ -239,11 +243,6 @@ impl QuantRows {
         self.data.resize(padded * kp, 128);
         self.scale.clear();
         self.scale.resize(padded, 0.0);
-        for r in 0..rows {
-            let dst = &mut self.data[r * kp..][..k];
-            crate::simd::quantize_u8(row(r), 127.0, dst);
-            self.scale[r] = factor(r) / 127.0;
-        }
     }
 }
 
