@@ -162,12 +162,7 @@ pub struct Agreement {
 
 impl Agreement {
     fn add(&mut self, a: &[u8], b: &[u8]) {
-        let (mut inter, mut union) = (0usize, 0usize);
-        for (&x, &y) in a.iter().zip(b) {
-            inter += (x != 0 && y != 0) as usize;
-            union += (x != 0 || y != 0) as usize;
-        }
-        let iou = if union == 0 { 1.0 } else { inter as f64 / union as f64 };
+        let iou = mask_iou(a, b);
         self.samples += 1;
         self.iou_sum += iou;
         self.iou_min = self.iou_min.min(iou);
@@ -227,12 +222,11 @@ pub fn evaluate<B: Backend>(
         let image = &current.as_ref().expect("encoded above").1;
         // One sentence at a time: the result does not depend on what it is batched with.
         let (ids, mask) = token_tensors::<B>(tokenizer, config, &[item.sentence.as_str()], device)?;
-        let out = model.query(image, ids, Some(mask), false);
+        let out = model.query(image, ids.clone(), Some(mask.clone()), false);
         let predicted_iou = out.iou.clone().into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow!("{e:?}"))?[0];
         let logits = logits_at_original_size(out.mask_logits, item.geometry);
         let pred = mask_bytes(logits)?;
         if let (Some(r), Some(image), Some(agreement)) = (reference, &reference_image, &mut agreement) {
-            let (ids, mask) = token_tensors::<B>(tokenizer, config, &[item.sentence.as_str()], device)?;
             let out = r.query(image, ids, Some(mask), false);
             agreement.add(&pred, &mask_bytes(logits_at_original_size(out.mask_logits, item.geometry))?);
         }

@@ -61,20 +61,25 @@ fn shipped_nano_keeps_its_reported_giou() {
     let _ = std::fs::remove_dir_all(&dir);
     let n = write_subset(&dir.join("data"));
     assert_eq!(n, 64);
-    let json = dir.join("eval.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_rsrefseg"))
-        .args(["eval", "--config", "nano", "--tokenizer"])
-        .arg(repo().join("models/nano/tokenizer.json"))
-        .arg("--weights")
-        .arg(&weights)
-        .arg("--data")
-        .arg(dir.join("data"))
-        .args(["--split", "test", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "eval failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let got: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // `rsrefseg eval` of the shipped model on the subset, with `extra` flags: its JSON report.
+    let eval = |name: &str, extra: &[&str]| -> Value {
+        let json = dir.join(name);
+        let out = Command::new(env!("CARGO_BIN_EXE_rsrefseg"))
+            .args(["eval", "--config", "nano", "--tokenizer"])
+            .arg(repo().join("models/nano/tokenizer.json"))
+            .arg("--weights")
+            .arg(&weights)
+            .arg("--data")
+            .arg(dir.join("data"))
+            .args(["--split", "test", "--json"])
+            .arg(&json)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "eval {extra:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    };
+    let got = eval("eval.json", &[]);
     let giou = got["giou"].as_f64().unwrap();
     println!("nano on the regression subset: gIoU {giou:.4} (reported {reported_giou:.4})");
     assert!(giou >= 0.9 * reported_giou, "gIoU {giou:.4} < 0.9 × reported {reported_giou:.4}");
@@ -91,20 +96,7 @@ fn shipped_nano_keeps_its_reported_giou() {
 
     // `--precision int8` (int8 products in the encoders) answers with nearly the f32 masks: the
     // evaluation runs the f32 model beside it and compares every mask.
-    let json8 = dir.join("eval-int8.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_rsrefseg"))
-        .args(["eval", "--config", "nano", "--precision", "int8", "--tokenizer"])
-        .arg(repo().join("models/nano/tokenizer.json"))
-        .arg("--weights")
-        .arg(&weights)
-        .arg("--data")
-        .arg(dir.join("data"))
-        .args(["--split", "test", "--json"])
-        .arg(&json8)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "int8 eval failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let got8: Value = serde_json::from_str(&std::fs::read_to_string(&json8).unwrap()).unwrap();
+    let got8 = eval("eval-int8.json", &["--precision", "int8"]);
     let agreement = &got8["agreement_with_f32"];
     let mean = agreement["mean_mask_iou"].as_f64().expect("agreement_with_f32 in the int8 evaluation");
     println!("int8 vs f32 masks: mean IoU {mean:.4} over {} samples; int8 gIoU {:.4}", agreement["samples"], got8["giou"]);

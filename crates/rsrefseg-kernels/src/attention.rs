@@ -70,12 +70,22 @@ pub fn attention<B: Backend>(
     if grad::serves::<B>() {
         return attention_autodiff(q, k, v, bias);
     }
-    let (qt, kt, vt) = (flex_ref(q)?, flex_ref(k)?, flex_ref(v)?);
+    let (qt, kt, vt, bt) = flex_operands(q, k, v, bias)?;
+    Some(from_flex(attention_flex(&qt, &kt, &vt, bt.as_ref())?))
+}
+
+/// The Flex tensors behind q, k, v and the bias, when the kernels serve them (plain Flex, f32).
+fn flex_operands<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 4>>,
+) -> Option<(FlexTensor, FlexTensor, FlexTensor, Option<FlexTensor>)> {
     let bt = match bias {
         Some(b) => Some(flex_ref(b)?),
         None => None,
     };
-    Some(from_flex(attention_flex(&qt, &kt, &vt, bt.as_ref())?))
+    Some((flex_ref(q)?, flex_ref(k)?, flex_ref(v)?, bt))
 }
 
 /// The forward kernel on Flex tensors (`None` when a view does not fit its buffer).
@@ -195,11 +205,7 @@ pub fn attention_int8<B: Backend>(
     v: &Tensor<B, 4>,
     bias: Option<&Tensor<B, 4>>,
 ) -> Option<Tensor<B, 4>> {
-    let (qt, kt, vt) = (flex_ref(q)?, flex_ref(k)?, flex_ref(v)?);
-    let bt = match bias {
-        Some(b) => Some(flex_ref(b)?),
-        None => None,
-    };
+    let (qt, kt, vt, bt) = flex_operands(q, k, v, bias)?;
     Some(from_flex(attention_int8_flex(&qt, &kt, &vt, bt.as_ref())?))
 }
 

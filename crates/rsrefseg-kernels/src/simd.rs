@@ -196,24 +196,33 @@ fn scale_body(xs: &mut [f32], k: f32) {
 }
 
 /// Every row (of `nk`) of a score block becomes its softmax numerators `e^(xᵢ − max x)` (all
-/// zeros for a row masked everywhere); `sums[r]` receives row r's sum.
+/// zeros for a row masked everywhere); then `each(r, row, Σ row)` for every row.
 #[inline(always)]
-fn softmax_numerators_body(s: &mut [f32], nk: usize, sums: &mut [f32]) {
+fn softmax_numerators_each(s: &mut [f32], nk: usize, mut each: impl FnMut(usize, &mut [f32], f32)) {
     if nk >= LANES {
-        for (row, sum) in s.chunks_exact_mut(nk).zip(sums.iter_mut()) {
-            *sum = softmax_row_body(row);
+        for (r, row) in s.chunks_exact_mut(nk).enumerate() {
+            let sum = softmax_row_body(row);
+            each(r, row, sum);
         }
         return;
     }
+    // Rows shorter than a vector (SAM's image tokens attending to a dozen prompt tokens): each
+    // row's maximum subtracted, then the whole block exponentiated in one vectorised pass.
     for row in s.chunks_exact_mut(nk) {
         let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
         let max = if max == f32::NEG_INFINITY { 0.0 } else { max };
         row.iter_mut().for_each(|x| *x -= max);
     }
     exp_inplace_body(s);
-    for (row, sum) in s.chunks_exact(nk).zip(sums.iter_mut()) {
-        *sum = row.iter().sum();
+    for (r, row) in s.chunks_exact_mut(nk).enumerate() {
+        let sum: f32 = row.iter().sum();
+        each(r, row, sum);
     }
+}
+
+#[inline(always)]
+fn softmax_numerators_body(s: &mut [f32], nk: usize, sums: &mut [f32]) {
+    softmax_numerators_each(s, nk, |r, _, sum| sums[r] = sum);
 }
 
 /// `max |xᵢ|` (0 for an empty slice; NaN ignored).
@@ -246,26 +255,7 @@ fn quantize_u8_body(src: &[f32], inv: f32, dst: &mut [u8]) {
 /// zeros, not NaN.
 #[inline(always)]
 fn softmax_rows_body(s: &mut [f32], nk: usize) {
-    let inv = |sum: f32| if sum > 0.0 { 1.0 / sum } else { 0.0 };
-    if nk >= LANES {
-        for row in s.chunks_exact_mut(nk) {
-            let sum = softmax_row_body(row);
-            scale_body(row, inv(sum));
-        }
-        return;
-    }
-    // Rows shorter than a vector (SAM's image tokens attending to a dozen prompt tokens): each
-    // row's maximum subtracted, then the whole block exponentiated in one vectorised pass.
-    for row in s.chunks_exact_mut(nk) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-        let max = if max == f32::NEG_INFINITY { 0.0 } else { max };
-        row.iter_mut().for_each(|x| *x -= max);
-    }
-    exp_inplace_body(s);
-    for row in s.chunks_exact_mut(nk) {
-        let sum: f32 = row.iter().sum();
-        scale_body(row, inv(sum));
-    }
+    softmax_numerators_each(s, nk, |_, row, sum| scale_body(row, if sum > 0.0 { 1.0 / sum } else { 0.0 }));
 }
 
 dispatch!(

@@ -89,8 +89,7 @@ impl<B: Backend> RsRefSeg<B> {
     /// On backends other than the CPU kernels' the model is unchanged.
     pub fn quantize_int8(self) -> Self {
         use crate::nn::lora::LoraModule;
-        let sam = Sam2 { image_encoder: self.sam.image_encoder.quantize_int8(), ..self.sam };
-        Self { siglip: self.siglip.quantize_int8(), sam, ..self }
+        Self { siglip: self.siglip.quantize_int8(), sam: self.sam.quantize_encoder_int8(), ..self }
     }
 
     /// Encode images once.

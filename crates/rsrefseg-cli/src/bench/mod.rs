@@ -354,7 +354,7 @@ fn bench_stage<B: Backend>(
         }
         Stage::HieraFpn => {
             let sam = sizes.sam.init::<B>(device);
-            let sam = if int8 { rsrefseg::sam::Sam2 { image_encoder: sam.image_encoder.quantize_int8(), ..sam } } else { sam };
+            let sam = if int8 { sam.quantize_encoder_int8() } else { sam };
             let s = sizes.sam.image_size;
             let pixels = normal::<B, 4>([1, 3, s, s], device);
             let times = time_runs::<B>(warmup, reps, device, || {

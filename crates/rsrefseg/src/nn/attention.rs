@@ -112,15 +112,7 @@ pub fn sdpa<B: Backend>(
     v: Tensor<B, 4>,
     bias: Option<Tensor<B, 4>>,
 ) -> Tensor<B, 4> {
-    if rsrefseg_kernels::serves::<B>() {
-        let [b, h, nq, _] = q.dims();
-        let [_, _, nk, _] = k.dims();
-        let bias = bias.clone().map(|t| t.expand([b, h, nq, nk]));
-        if let Some(out) = rsrefseg_kernels::attention(&q, &k, &v, bias.as_ref()) {
-            return out;
-        }
-    }
-    sdpa_blocked(q, k, v, bias, MAX_SCORE_BYTES)
+    sdpa_on(q, k, v, bias, false)
 }
 
 /// [`sdpa`] with int8 products on the CPU backend (`--precision int8`: keys, values, queries and
@@ -131,15 +123,24 @@ pub fn sdpa_int8<B: Backend>(
     v: Tensor<B, 4>,
     bias: Option<Tensor<B, 4>>,
 ) -> Tensor<B, 4> {
+    sdpa_on(q, k, v, bias, true)
+}
+
+/// The CPU kernels' attention (int8 where asked and served, else f32), or burn's elsewhere.
+fn sdpa_on<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Option<Tensor<B, 4>>, int8: bool) -> Tensor<B, 4> {
     if rsrefseg_kernels::serves::<B>() {
         let [b, h, nq, _] = q.dims();
         let [_, _, nk, _] = k.dims();
         let bias = bias.clone().map(|t| t.expand([b, h, nq, nk]));
-        if let Some(out) = rsrefseg_kernels::attention_int8(&q, &k, &v, bias.as_ref()) {
+        let out = match int8 {
+            true => rsrefseg_kernels::attention_int8(&q, &k, &v, bias.as_ref()),
+            false => None,
+        };
+        if let Some(out) = out.or_else(|| rsrefseg_kernels::attention(&q, &k, &v, bias.as_ref())) {
             return out;
         }
     }
-    sdpa(q, k, v, bias)
+    sdpa_blocked(q, k, v, bias, MAX_SCORE_BYTES)
 }
 
 fn sdpa_blocked<B: Backend>(

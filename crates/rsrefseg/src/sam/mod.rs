@@ -254,6 +254,13 @@ pub struct Sam2ImageFeatures<B: Backend> {
 }
 
 impl<B: Backend> Sam2<B> {
+    /// The image encoder's `Linear` layers (Hiera) quantised for the CPU's int8 products
+    /// (`--precision int8`); the prompt encoder and the mask decoder stay f32.
+    pub fn quantize_encoder_int8(self) -> Self {
+        use crate::nn::lora::LoraModule;
+        Self { image_encoder: self.image_encoder.quantize_int8(), ..self }
+    }
+
     /// Image encoder + high-resolution projections + `no_mem_embed` (`forward_image` and
     /// `_prepare_backbone_features` of `SAM2Base`).
     ///
