@@ -94,7 +94,7 @@ impl Precision {
             Precision::Int8 => {
                 if !rsrefseg_kernels::int8::accelerated() {
                     tracing::warn!(
-                        "this CPU has no AVX-512 VNNI: --precision int8 runs on a portable loop, slower than f32"
+                        "this CPU has neither AVX-512 VNNI nor AVX2: --precision int8 runs on a portable loop, slower than f32"
                     );
                 }
                 model.quantize_int8()

@@ -2,13 +2,17 @@
 //!
 //! `x · W + b` with `W` quantised once, per output column (symmetric i8, scale `max|w| / 127`),
 //! and every row of `x` quantised as it arrives (symmetric, scale `max|x| / 127`). The products
-//! are integer dot products accumulated in i32 — AVX-512 VNNI's `vpdpbusd` where the CPU has it
-//! (64 multiply-adds per instruction against f32 FMA's 16), chosen at run time, a portable loop
-//! elsewhere — scaled back to f32 with the bias added in the same pass. Both paths give the same
-//! bits (same integers, same fused multiply-add in the epilogue).
+//! are integer dot products accumulated in i32, scaled back to f32 with the bias added in the
+//! same pass. The micro-kernel is chosen at run time ([`Kernel`]): AVX-512 VNNI's `vpdpbusd`
+//! (64 multiply-adds per instruction against f32 FMA's 16), AVX2's `vpmaddubsw` + `vpmaddwd`
+//! (most x86-64 laptops and servers without AVX-512), a portable loop elsewhere. All give the
+//! same bits (the same exact integers, the same fused multiply-add in the epilogue).
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so a row's values `q ∈ [-127, 127]` are
-//! stored as `q + 128` and `128 · Σ_k w[k, j]` is subtracted from each column's sum.
+//! stored as `q + 128` and `128 · Σ_k w[k, j]` is subtracted from each column's sum. AVX2's
+//! `vpmaddubsw` adds two such products in a saturating i16, which `255 · 127 · 2` would overflow;
+//! its rows are therefore stored as `|q|` beside `q`, and `|q| · (w · sign q)` (at most
+//! `127 · 127 · 2`) gives the exact `Σ q · w` with no offset.
 //!
 //! Layout: `W` is cut into panels of [`PANEL`] columns; a panel holds, for every group of four
 //! `k`, the four bytes of each of its columns next to each other (`[k / 4][PANEL][4]`), which is
@@ -141,17 +145,36 @@ impl Int8Weight {
     }
 }
 
-/// Whether [`matmul`] runs on AVX-512 VNNI here (otherwise on the portable loop, which is
-/// slower than the f32 product).
-pub fn accelerated() -> bool {
+/// The micro-kernel [`matmul`] runs on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX-512 F/BW/VNNI: `vpdpbusd`, 8 rows × 48 columns in 24 registers.
+    Vnni,
+    /// AVX2 + FMA: `vpmaddubsw` + `vpmaddwd`, 4 rows × 16 columns in 8 registers.
+    Avx2,
+    /// Plain Rust (slower than the f32 product).
+    Portable,
+}
+
+/// The fastest micro-kernel the CPU runs (detected once; the detection is cached by std).
+pub fn kernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+            return Kernel::Vnni;
+        }
+        if has!("avx2") && has!("fma") {
+            return Kernel::Avx2;
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    Kernel::Portable
+}
+
+/// Whether [`matmul`] runs on a vector kernel here (otherwise on the portable loop, which is
+/// slower than the f32 product).
+pub fn accelerated() -> bool {
+    kernel() != Kernel::Portable
 }
 
 /// `x · W + b` over the last dimension of `x` (`[..., k]` → `[..., n]`), or `Err(x)` when the
@@ -208,7 +231,10 @@ unsafe fn matmul_raw(x: &[f32], m: usize, w: &Int8Weight, y: *mut f32) {
 pub(crate) struct QuantRows {
     rows: usize,
     kp: usize,
+    /// `q + 128`; `|q|` for the AVX2 kernel.
     data: Vec<u8>,
+    /// `q`, for the AVX2 kernel only (empty otherwise).
+    signed: Vec<i8>,
     scale: Vec<f32>,
 }
 
@@ -220,6 +246,7 @@ impl QuantRows {
         for r in 0..rows {
             self.scale[r] = quantize_row(row(r), &mut self.data[r * kp..][..kp]);
         }
+        self.finish();
     }
 
     /// Like [`QuantRows::fill`] for rows whose values lie in `[0, 1]` with 1 as their largest
@@ -230,6 +257,20 @@ impl QuantRows {
         for r in 0..rows {
             crate::simd::quantize_u8(row(r), 127.0, &mut self.data[r * kp..][..k]);
             self.scale[r] = factor(r) / 127.0;
+        }
+        self.finish();
+    }
+
+    /// The AVX2 kernel's form of the rows: `|q|` in `data`, `q` in `signed` (padding 0 in both).
+    fn finish(&mut self) {
+        if kernel() != Kernel::Avx2 {
+            self.signed.clear();
+            return;
+        }
+        self.signed.clear();
+        self.signed.extend(self.data.iter().map(|&b| (b ^ 0x80) as i8));
+        for (d, &q) in self.data.iter_mut().zip(&self.signed) {
+            *d = q.unsigned_abs();
         }
     }
 
@@ -254,7 +295,7 @@ impl QuantRows {
 pub(crate) unsafe fn multiply(rows: &QuantRows, w: &Int8Weight, y: *mut f32, ldy: usize) {
     assert_eq!(rows.kp, w.kp, "int8 multiply: rows of {} bytes against a weight of {}", rows.kp, w.kp);
     let kp = w.kp;
-    let vnni = accelerated();
+    let kernel = kernel();
     for p in 0..w.n.div_ceil(PANEL) {
         let epilogue = Epilogue {
             scale: &w.scale[p * PANEL..][..PANEL],
@@ -265,6 +306,7 @@ pub(crate) unsafe fn multiply(rows: &QuantRows, w: &Int8Weight, y: *mut f32, ldy
         for t in 0..rows.rows.div_ceil(MR) {
             let tile = Tile {
                 a: &rows.data[t * MR * kp..][..MR * kp],
+                signed: if rows.signed.is_empty() { &[] } else { &rows.signed[t * MR * kp..][..MR * kp] },
                 kp,
                 w: panel,
                 row_scale: &rows.scale[t * MR..][..MR],
@@ -273,22 +315,26 @@ pub(crate) unsafe fn multiply(rows: &QuantRows, w: &Int8Weight, y: *mut f32, ldy
             };
             // SAFETY: the tile's corner and extent lie inside the block the caller vouched for.
             let y0 = unsafe { y.add(t * MR * ldy + p * PANEL) };
-            #[cfg(target_arch = "x86_64")]
-            if vnni {
-                // SAFETY: the CPU has AVX-512 F/BW/VNNI (`accelerated`); `y0` as above.
-                unsafe { vnni::tile(&tile, &epilogue, y0, ldy) };
-                continue;
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX-512 F/BW/VNNI (`kernel`); `y0` as above.
+                Kernel::Vnni => unsafe { vnni::tile(&tile, &epilogue, y0, ldy) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX2 and FMA, the rows are in the AVX2 form (`finish`).
+                Kernel::Avx2 => unsafe { avx2::tile(&tile, &epilogue, y0, ldy) },
+                // SAFETY: as above.
+                _ => unsafe { tile_portable(&tile, &epilogue, y0, ldy) },
             }
-            let _ = vnni;
-            // SAFETY: as above.
-            unsafe { tile_portable(&tile, &epilogue, y0, ldy) };
         }
     }
 }
 
 /// One micro-tile's operands: `MR` quantised rows (`kp` bytes each) against one panel.
 struct Tile<'a> {
+    /// `q + 128`, or `|q|` for the AVX2 kernel.
     a: &'a [u8],
+    /// `q` (AVX2 kernel only).
+    signed: &'a [i8],
     kp: usize,
     w: &'a [i8],
     row_scale: &'a [f32],
@@ -393,6 +439,77 @@ mod vnni {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Epilogue, Tile, MR, PANEL};
+
+    /// The AVX2 micro-kernel: the 8 × 48 tile as 4 × 16 sub-tiles (8 i32 accumulators each).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `tile.a` holds `|q|` and `tile.signed` `q` (MR rows of kp);
+    /// `y` as for `tile_portable`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile(tile: &Tile, e: &Epilogue, y: *mut f32, ldy: usize) {
+        debug_assert!(tile.a.len() >= MR * tile.kp && tile.signed.len() >= MR * tile.kp);
+        debug_assert!(tile.w.len() >= tile.kp * PANEL);
+        for r0 in (0..tile.rows).step_by(4) {
+            for c0 in (0..tile.cols).step_by(16) {
+                // SAFETY: rows r0..r0 + 4 ≤ MR and columns c0..c0 + 16 ≤ PANEL exist in the
+                // operands; only the tile's own rows and columns are stored.
+                unsafe { sub_tile(tile, e, r0, c0, y, ldy) };
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn sub_tile(tile: &Tile, e: &Epilogue, r0: usize, c0: usize, y: *mut f32, ldy: usize) {
+        let (abs, sgn, kp) = (tile.a.as_ptr(), tile.signed.as_ptr(), tile.kp);
+        let w = unsafe { tile.w.as_ptr().add(c0 * 4) };
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_si256(); 2]; 4];
+        for k4 in 0..kp / 4 {
+            // SAFETY (all loads): `w` holds kp / 4 groups of PANEL × 4 bytes (c0 + 16 ≤ PANEL),
+            // `abs` and `sgn` MR rows of kp.
+            let wk = unsafe { w.add(k4 * PANEL * 4) };
+            let w0 = unsafe { _mm256_loadu_si256(wk.cast()) };
+            let w1 = unsafe { _mm256_loadu_si256(wk.add(32).cast()) };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let at = (r0 + r) * kp + k4 * 4;
+                let a = _mm256_set1_epi32(unsafe { abs.add(at).cast::<i32>().read_unaligned() });
+                let s = _mm256_set1_epi32(unsafe { sgn.add(at).cast::<i32>().read_unaligned() });
+                // |q| · (w · sign q): pairs of at most 2 · 127 · 127, exact in i16.
+                let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(w0, s)), ones);
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(w1, s)), ones);
+                acc[0] = _mm256_add_epi32(acc[0], p0);
+                acc[1] = _mm256_add_epi32(acc[1], p1);
+            }
+        }
+        for (v, c) in [c0, c0 + 8].into_iter().enumerate() {
+            if c >= tile.cols {
+                break;
+            }
+            let left = (tile.cols - c).min(8) as i32;
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            // SAFETY: the epilogue slices hold PANEL values (c + 8 ≤ PANEL).
+            let scale = unsafe { _mm256_loadu_ps(e.scale.as_ptr().add(c)) };
+            let bias = unsafe { _mm256_loadu_ps(e.bias.as_ptr().add(c)) };
+            for (r, acc) in acc.iter().enumerate() {
+                if r0 + r >= tile.rows {
+                    break;
+                }
+                let s = _mm256_mul_ps(scale, _mm256_set1_ps(tile.row_scale[r0 + r]));
+                // Already Σ q · w: the offset of the `q + 128` form does not apply.
+                let out = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[v]), s, bias);
+                // SAFETY: row r0 + r < rows, the masked columns < cols: inside the tile.
+                unsafe { _mm256_maskstore_ps(y.add((r0 + r) * ldy + c), mask, out) };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,19 +542,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn vnni_and_portable_kernels_give_the_same_bits() {
-        if !accelerated() {
-            return;
-        }
-        let (m, k, n) = (19, 70, 101);
-        let x = random([m, k], 4).into_data().to_vec::<f32>().unwrap();
-        let w = random([k, n], 5).into_data().to_vec::<f32>().unwrap();
-        let b = random([n], 6).into_data().to_vec::<f32>().unwrap();
-        let q = Int8Weight::new(&w, k, n, Some(&b));
+    /// The dispatched kernel's output against the portable kernel's, tile by tile, on the
+    /// same quantised rows.
+    fn assert_same_bits_as_portable(x: &[f32], w: &[f32], b: &[f32], [m, k, n]: [usize; 3]) {
+        let q = Int8Weight::new(w, k, n, Some(b));
         let mut fast = vec![0.0f32; m * n];
-        matmul(&x, m, &q, &mut fast);
-        // The portable kernel, tile by tile, on the same quantised rows.
+        matmul(x, m, &q, &mut fast);
         let kp = q.kp;
         let mut slow = vec![0.0f32; m * n];
         let mut rows_q = vec![128u8; m.div_ceil(MR) * MR * kp];
@@ -454,6 +564,7 @@ mod tests {
             for t in 0..m.div_ceil(MR) {
                 let tile = Tile {
                     a: &rows_q[t * MR * kp..][..MR * kp],
+                    signed: &[],
                     kp,
                     w: &q.packed[p * kp * PANEL..][..kp * PANEL],
                     row_scale: &row_scale[t * MR..][..MR],
@@ -463,7 +574,29 @@ mod tests {
                 unsafe { tile_portable(&tile, &e, slow.as_mut_ptr().add(t * MR * n + p * PANEL), n) };
             }
         }
-        assert_eq!(fast, slow);
+        assert_eq!(fast, slow, "{:?} kernel", kernel());
+    }
+
+    #[test]
+    fn vector_and_portable_kernels_give_the_same_bits() {
+        if !accelerated() {
+            return;
+        }
+        let (m, k, n) = (19, 70, 101);
+        let x = random([m, k], 4).into_data().to_vec::<f32>().unwrap();
+        let w = random([k, n], 5).into_data().to_vec::<f32>().unwrap();
+        let b = random([n], 6).into_data().to_vec::<f32>().unwrap();
+        assert_same_bits_as_portable(&x, &w, &b, [m, k, n]);
+        // Every value at ±127 after quantisation, signs mixed: the largest pair sums AVX2's
+        // 16-bit intermediate sees (2 · 127 · 127), which must not saturate.
+        let sign = |i: usize| if (i * 7 + i / 3) % 5 < 2 { -1.0 } else { 1.0 };
+        let x: Vec<f32> = (0..m * k).map(sign).collect();
+        let w: Vec<f32> = (0..k * n).map(|i| sign(i + 1)).collect();
+        let b = vec![0.0; n];
+        assert_same_bits_as_portable(&x, &w, &b, [m, k, n]);
+        let x = vec![1.0; m * k];
+        let w = vec![-1.0; k * n];
+        assert_same_bits_as_portable(&x, &w, &b, [m, k, n]);
     }
 
     #[test]
