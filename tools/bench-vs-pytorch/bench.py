@@ -231,6 +231,9 @@ def make_tables(res):
         L.append("")
         L.append("Times in ms: median (min). Ratio = rsrefseg / PyTorch (fp32) of the medians (< 1: rsrefseg is "
                  "faster). int8: `--precision int8` (int8 products in the encoders, f32 elsewhere).")
+        if r8 and r8.get("precision_label"):
+            L.append("")
+            L.append(f"rsrefseg int8 ran as: {r8['precision_label']}.")
         L.append("")
         L.append("| stage | PyTorch | rsrefseg | ratio | rsrefseg int8 | ratio |")
         L.append("|---|---:|---:|---:|---:|---:|")

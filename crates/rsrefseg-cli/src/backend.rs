@@ -65,7 +65,7 @@ pub enum Precision {
     /// Int8 products in the `Linear` layers of the two encoders (weights quantised per output
     /// column at load, activations per row as they come), f32 everywhere else: the cpu backend,
     /// inference only (`segment`, `eval`, `eval-scene`, `bench --pipeline`). Fast where the CPU
-    /// has AVX-512 VNNI.
+    /// has AVX-512 VNNI or AVX2.
     Int8,
 }
 
@@ -76,6 +76,14 @@ impl Precision {
             Precision::Bf16 => "bf16",
             Precision::F16 => "f16",
             Precision::Int8 => "int8",
+        }
+    }
+
+    /// The name, with the int8 micro-kernel this CPU runs (benchmark reports).
+    pub fn label(self) -> String {
+        match self {
+            Precision::Int8 => format!("int8 ({} kernel)", rsrefseg_kernels::int8::kernel().name()),
+            p => p.name().to_string(),
         }
     }
 

@@ -156,6 +156,16 @@ pub enum Kernel {
     Portable,
 }
 
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Vnni => "avx512-vnni",
+            Kernel::Avx2 => "avx2",
+            Kernel::Portable => "portable",
+        }
+    }
+}
+
 /// The fastest micro-kernel the CPU runs (detected once; the detection is cached by std).
 pub fn kernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]

@@ -422,7 +422,13 @@ fn bench_stage<B: Backend>(
 fn print_table(results: &[StageResult], sizes: &Sizes, threads: usize, args: &BenchArgs) {
     let opt = |x: Option<f64>, prec: usize| x.map_or_else(|| "-".to_string(), |v| format!("{v:.prec$}"));
     println!("sizes: {}", sizes.label);
-    println!("backend: {} (CPU), threads: {threads}, warm-up: {}, reps: {}", args.backend.name(), args.warmup, args.reps);
+    println!(
+        "backend: {} (CPU), precision: {}, threads: {threads}, warm-up: {}, reps: {}",
+        args.backend.name(),
+        args.precision.label(),
+        args.warmup,
+        args.reps
+    );
     println!();
     println!("| stage | work | GMAC | median ms | min ms | GFLOP/s | anchor GMAC | anchor ms | anchor GFLOP/s | ratio |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");

@@ -46,8 +46,9 @@ pub fn run<B: Backend>(args: PipelineArgs, device: &B::Device) -> Result<()> {
     let tokens = model_files::tokens(&args.text, args.model, &config)?;
     let s = config.image_size();
     eprintln!(
-        "rsrefseg bench --pipeline: {} parameters, image {}×{}, {} tokens, {} threads, {} warm-up + {} timed runs",
+        "rsrefseg bench --pipeline: {} parameters, {}, image {}×{}, {} tokens, {} threads, {} warm-up + {} timed runs",
         model.num_params(),
+        args.precision.label(),
         img.width,
         img.height,
         tokens.ids.len(),
@@ -133,6 +134,7 @@ pub fn run<B: Backend>(args: PipelineArgs, device: &B::Device) -> Result<()> {
             "mode": "pipeline",
             "backend": args.run.backend,
             "precision": args.precision.name(),
+            "precision_label": args.precision.label(),
             "threads": args.run.threads,
             "reps": args.run.reps,
             "warmup": args.run.warmup,
