@@ -410,13 +410,28 @@ mod tests {
     use burn::tensor::module::attention as burn_attention;
     use burn::tensor::ops::AttentionModuleOptions;
 
+    /// q, k, v as the model splits heads: `[b, n, heads·d]` reshaped, then a swap_dims view.
+    fn head_views(b: usize, h: usize, nq: usize, nk: usize, d: usize, seed: u64) -> [Tensor<crate::testing::F, 4>; 3] {
+        let view = |n: usize, s: u64| random([b, n, h * d], s).reshape([b, n, h, d]).swap_dims(1, 2);
+        [view(nq, seed), view(nk, seed + 1), view(nk, seed + 2)]
+    }
+
+    /// A key-padding bias broadcast over heads and queries (−∞ on the last key).
+    fn padding_bias(b: usize, h: usize, nq: usize, nk: usize) -> Tensor<crate::testing::F, 4> {
+        let mut pad = vec![0.0f32; b * nk];
+        for bi in 0..b {
+            pad[bi * nk + nk - 1] = f32::NEG_INFINITY;
+        }
+        Tensor::<crate::testing::F, 1>::from_floats(pad.as_slice(), &Default::default())
+            .reshape([b, 1, 1, nk])
+            .expand([b, h, nq, nk])
+    }
+
     #[test]
     fn equals_burns_attention_on_head_views_with_and_without_bias() {
         // [b, n, heads·d] split into heads the way the model does: a swap_dims view.
         for (b, h, nq, nk, d) in [(2, 3, 70, 70, 16), (1, 4, 9, 200, 8), (2, 2, 130, 5, 32)] {
-            let q = random([b, nq, h * d], 1).reshape([b, nq, h, d]).swap_dims(1, 2);
-            let k = random([b, nk, h * d], 2).reshape([b, nk, h, d]).swap_dims(1, 2);
-            let v = random([b, nk, h * d], 3).reshape([b, nk, h, d]).swap_dims(1, 2);
+            let [q, k, v] = head_views(b, h, nq, nk, d, 1);
             let want = burn_attention(q.clone(), k.clone(), v.clone(), None, None, AttentionModuleOptions::default());
             let got = attention(&q, &k, &v, None).unwrap();
             assert!(max_abs_diff(got.clone(), want.clone()) < 1e-5, "{b} {h} {nq} {nk} {d}");
@@ -424,14 +439,7 @@ mod tests {
             let merged = got.swap_dims(1, 2).reshape([b, nq, h * d]);
             assert!(max_abs_diff(merged, want.swap_dims(1, 2).reshape([b, nq, h * d])) < 1e-5);
 
-            // A key-padding bias broadcast over heads and queries (−∞ on the last key).
-            let mut pad = vec![0.0f32; b * nk];
-            for bi in 0..b {
-                pad[bi * nk + nk - 1] = f32::NEG_INFINITY;
-            }
-            let bias = Tensor::<crate::testing::F, 1>::from_floats(pad.as_slice(), &Default::default())
-                .reshape([b, 1, 1, nk])
-                .expand([b, h, nq, nk]);
+            let bias = padding_bias(b, h, nq, nk);
             let want = burn_attention(q.clone(), k.clone(), v.clone(), None, Some(bias.clone()), AttentionModuleOptions::default());
             let got = attention(&q, &k, &v, Some(&bias)).unwrap();
             assert!(max_abs_diff(got, want) < 1e-5);
@@ -442,16 +450,8 @@ mod tests {
     fn int8_attention_follows_the_f32_one() {
         // Head views as the model makes them, ragged sizes, with and without a key-padding bias.
         for (b, h, nq, nk, d) in [(2, 3, 270, 70, 16), (1, 4, 300, 200, 8), (2, 2, 260, 5, 32)] {
-            let q = random([b, nq, h * d], 21).reshape([b, nq, h, d]).swap_dims(1, 2);
-            let k = random([b, nk, h * d], 22).reshape([b, nk, h, d]).swap_dims(1, 2);
-            let v = random([b, nk, h * d], 23).reshape([b, nk, h, d]).swap_dims(1, 2);
-            let mut pad = vec![0.0f32; b * nk];
-            for bi in 0..b {
-                pad[bi * nk + nk - 1] = f32::NEG_INFINITY;
-            }
-            let bias = Tensor::<crate::testing::F, 1>::from_floats(pad.as_slice(), &Default::default())
-                .reshape([b, 1, 1, nk])
-                .expand([b, h, nq, nk]);
+            let [q, k, v] = head_views(b, h, nq, nk, d, 21);
+            let bias = padding_bias(b, h, nq, nk);
             for bias in [None, Some(&bias)] {
                 let want = attention(&q, &k, &v, bias).unwrap();
                 let got = attention_int8(&q, &k, &v, bias).unwrap();

@@ -273,11 +273,10 @@ impl QuantRows {
 
     /// The AVX2 kernel's form of the rows: `|q|` in `data`, `q` in `signed` (padding 0 in both).
     fn finish(&mut self) {
+        self.signed.clear();
         if kernel() != Kernel::Avx2 {
-            self.signed.clear();
             return;
         }
-        self.signed.clear();
         self.signed.extend(self.data.iter().map(|&b| (b ^ 0x80) as i8));
         for (d, &q) in self.data.iter_mut().zip(&self.signed) {
             *d = q.unsigned_abs();

@@ -74,7 +74,7 @@ impl<B: Backend> Attention<B> {
         let k = self.separate_heads(self.k_proj.forward(k));
         let v = self.separate_heads(self.v_proj.forward(v));
         // Layers quantised for int8 inference run the attention's products in int8 too.
-        let out = if self.q_proj.int8.is_some() { sdpa_int8(q, k, v, key_bias) } else { sdpa(q, k, v, key_bias) };
+        let out = sdpa_on(q, k, v, key_bias, self.q_proj.int8.is_some());
         self.out_proj.forward(recombine_heads(out))
     }
 
@@ -115,19 +115,10 @@ pub fn sdpa<B: Backend>(
     sdpa_on(q, k, v, bias, false)
 }
 
-/// [`sdpa`] with int8 products on the CPU backend (`--precision int8`: keys, values, queries and
-/// attention weights quantised, see `rsrefseg_kernels::attention_int8`); elsewhere [`sdpa`].
-pub fn sdpa_int8<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    bias: Option<Tensor<B, 4>>,
-) -> Tensor<B, 4> {
-    sdpa_on(q, k, v, bias, true)
-}
-
-/// The CPU kernels' attention (int8 where asked and served, else f32), or burn's elsewhere.
-fn sdpa_on<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Option<Tensor<B, 4>>, int8: bool) -> Tensor<B, 4> {
+/// [`sdpa`], with int8 products on the CPU backend when `int8` is set (`--precision int8`: keys,
+/// values, queries and attention weights quantised, see `rsrefseg_kernels::attention_int8`; the
+/// f32 kernel for sequences too short to pay); burn's attention elsewhere.
+pub fn sdpa_on<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Option<Tensor<B, 4>>, int8: bool) -> Tensor<B, 4> {
     if rsrefseg_kernels::serves::<B>() {
         let [b, h, nq, _] = q.dims();
         let [_, _, nk, _] = k.dims();

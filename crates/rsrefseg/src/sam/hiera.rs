@@ -19,7 +19,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::nn::attention::{sdpa, sdpa_int8};
+use crate::nn::attention::sdpa_on;
 use crate::nn::{contiguous, reshape_view};
 
 #[derive(Config, Debug)]
@@ -463,7 +463,7 @@ impl<B: Backend> MultiScaleAttention<B> {
         // (B, N, heads, d) -> (B, heads, N, d)
         let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
         // Layers quantised for int8 inference run the attention's products in int8 too.
-        let out = if self.qkv.int8.is_some() { sdpa_int8(q, k, v, None) } else { sdpa(q, k, v, None) };
+        let out = sdpa_on(q, k, v, None, self.qkv.int8.is_some());
         // (B, heads, N, d) -> (B, h, w, heads·d)
         let out = out.swap_dims(1, 2).reshape([b, h, w, dim_out]);
         self.proj.forward(out)
