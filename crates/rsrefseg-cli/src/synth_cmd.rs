@@ -62,6 +62,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         expressions_per_scene: args.expressions,
         val_fraction: args.val_fraction,
         test_fraction: args.test_fraction,
+        ..SynthConfig::default()
     };
     let start = std::time::Instant::now();
     let summary = write_dataset(&args.out, &config, args.seed, args.n)

@@ -426,8 +426,9 @@ pub fn resolve(expr: &Expr, scene: &Scene) -> Option<Vec<usize>> {
 // ---------------------------------------------------------------------------------------------
 // Generation
 
-/// Every expression that denotes exactly object `t`, with a preference weight.
-fn candidates(scene: &Scene, t: usize) -> Vec<(Expr, f32)> {
+/// Every expression that denotes exactly object `t`, with a preference weight; the ranking forms
+/// (ordinals, superlatives) weigh `ranking_weight`.
+fn candidates(scene: &Scene, t: usize, ranking_weight: f32) -> Vec<(Expr, f32)> {
     let o = &scene.objects[t];
     let bases = [Desc::plain(o.category, None), Desc::plain(o.category, Some(o.colour))];
     let only = |e: &Expr| resolve(e, scene).is_some_and(|s| s == [t]);
@@ -446,7 +447,11 @@ fn candidates(scene: &Scene, t: usize) -> Vec<(Expr, f32)> {
             let e = Expr::Simple(Desc { modifier: m, ..base });
             if only(&e) {
                 // Bare category names are easy; keep them, but rarely.
-                let w = if m.is_none() && base.colour.is_none() { 0.5 } else { 1.0 };
+                let w = match m {
+                    None if base.colour.is_none() => 0.5,
+                    Some(Modifier::Size(_) | Modifier::Ordinal(..)) => ranking_weight,
+                    _ => 1.0,
+                };
                 out.push((e, w));
             }
         }
@@ -512,11 +517,17 @@ fn candidates(scene: &Scene, t: usize) -> Vec<(Expr, f32)> {
 }
 
 /// Up to `n` expressions for `scene`, spread over distinct targets, alternating between
-/// relational and simple where the scene allows both.
+/// relational and simple where the scene allows both; the benchmark's mix of forms.
 pub fn generate_expressions(scene: &Scene, n: usize, rng: &mut SynthRng) -> Vec<Expression> {
+    generate_expressions_weighted(scene, n, 1.0, rng)
+}
+
+/// [`generate_expressions`] with the ranking forms (ordinals, superlatives) weighted
+/// `ranking_weight` against the other simple forms (see [`super::SynthConfig::ranking_weight`]).
+pub fn generate_expressions_weighted(scene: &Scene, n: usize, ranking_weight: f32, rng: &mut SynthRng) -> Vec<Expression> {
     let mut order: Vec<usize> = (0..scene.objects.len()).collect();
     rng.shuffle(&mut order);
-    let pools: Vec<Vec<(Expr, f32)>> = (0..scene.objects.len()).map(|t| candidates(scene, t)).collect();
+    let pools: Vec<Vec<(Expr, f32)>> = (0..scene.objects.len()).map(|t| candidates(scene, t, ranking_weight)).collect();
     let mut out: Vec<Expression> = Vec::new();
     // Round-robin over targets; a second pass reuses targets with a different expression.
     for round in 0..3 {

@@ -46,6 +46,11 @@ pub struct SynthConfig {
     /// Fractions of scenes in the validation and test splits (the rest is train).
     pub val_fraction: f32,
     pub test_fraction: f32,
+    /// Preference weight of the simple forms that rank a target among its kind (ordinals, "the
+    /// largest …") relative to the other forms: 1 writes the benchmark's mix. Training streams
+    /// may raise it, as these forms are the ones a small model learns last; held-out and test
+    /// sets keep 1.
+    pub ranking_weight: f32,
 }
 
 impl Default for SynthConfig {
@@ -57,6 +62,7 @@ impl Default for SynthConfig {
             expressions_per_scene: 4,
             val_fraction: 0.1,
             test_fraction: 0.1,
+            ranking_weight: 1.0,
         }
     }
 }

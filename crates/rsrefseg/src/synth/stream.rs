@@ -5,7 +5,7 @@
 //! sees exactly the scenes an uninterrupted one would. Held-out sets are written to disk with
 //! other seeds by `rsrefseg synth` and never drawn from a training stream.
 
-use super::expressions::{generate_expressions, Expression};
+use super::expressions::{generate_expressions_weighted, Expression};
 use super::scene::{generate_scene, Scene, SceneObject};
 use super::{SynthConfig, SynthRng};
 
@@ -31,11 +31,19 @@ impl SceneStream {
         Self { config, seed }
     }
 
+    /// The same stream with the ranking forms (ordinals, superlatives) weighted `w` against the
+    /// other simple forms ([`SynthConfig::ranking_weight`]); 1 is the benchmark's mix.
+    pub fn with_ranking_weight(mut self, w: f32) -> Self {
+        self.config.ranking_weight = w;
+        self
+    }
+
     /// Scene `index` (the same whatever was asked before).
     pub fn sample(&self, index: u64) -> StreamSample {
         let mut rng = SynthRng::for_scene(self.seed, index);
         let scene = generate_scene(&self.config, &mut rng);
-        let expressions = generate_expressions(&scene, self.config.expressions_per_scene, &mut rng);
+        let expressions =
+            generate_expressions_weighted(&scene, self.config.expressions_per_scene, self.config.ranking_weight, &mut rng);
         StreamSample { scene, expressions }
     }
 
@@ -88,6 +96,35 @@ mod tests {
         assert_eq!(a.expressions, b[1].expressions);
         assert_ne!(s.sample(4).scene.image, a.scene.image);
         assert_ne!(SceneStream::new(8, 128, 4).sample(3).scene.image, a.scene.image);
+    }
+
+    /// Weight 1 is the benchmark's mix (the writer's scenes); a larger weight writes more ranking
+    /// forms, each still naming exactly its target.
+    #[test]
+    fn ranking_weight_shifts_the_mix_of_forms() {
+        let count = |w: f32| {
+            let s = SceneStream::new(5, 256, 6).with_ranking_weight(w);
+            let (mut ranking, mut total) = (0, 0);
+            for i in 0..60 {
+                let sample = s.sample(i);
+                for e in &sample.expressions {
+                    assert_eq!(super::super::resolve(&e.expr, &sample.scene), Some(vec![e.target]), "{}", e.sent);
+                    ranking += matches!(e.expr.kind(), "ordinal" | "superlative") as usize;
+                    total += 1;
+                }
+            }
+            ranking as f64 / total as f64
+        };
+        let base = SceneStream::new(5, 256, 6);
+        let config = base.config.clone();
+        for i in 0..5 {
+            let (scene, exprs) = super::super::writer::scene_with_expressions(&config, 5, i);
+            let s = base.sample(i);
+            assert_eq!(scene.image, s.scene.image);
+            assert_eq!(exprs.iter().map(|e| &e.sent).collect::<Vec<_>>(), s.expressions.iter().map(|e| &e.sent).collect::<Vec<_>>());
+        }
+        let (one, three) = (count(1.0), count(3.0));
+        assert!(three > one + 0.04, "ranking forms: {one:.3} at weight 1, {three:.3} at weight 3");
     }
 
     #[test]

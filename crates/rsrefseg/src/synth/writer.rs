@@ -3,7 +3,7 @@
 //! `{split, image_id, sent, file_name, segmentation:{size:[h,w], counts}, category_name, tag, kind}`
 //! with the mask as a compressed COCO RLE string and `file_name` relative to `DIR`.
 
-use super::expressions::generate_expressions;
+use super::expressions::generate_expressions_weighted;
 use super::scene::{generate_scene, Scene};
 use super::{SynthConfig, SynthRng};
 use crate::data::rle::{Mask, Rle};
@@ -61,7 +61,7 @@ pub fn split_of(config: &SynthConfig, index: usize, n: usize) -> usize {
 pub fn scene_with_expressions(config: &SynthConfig, seed: u64, index: u64) -> (Scene, Vec<super::Expression>) {
     let mut rng = SynthRng::for_scene(seed, index);
     let scene = generate_scene(config, &mut rng);
-    let expressions = generate_expressions(&scene, config.expressions_per_scene, &mut rng);
+    let expressions = generate_expressions_weighted(&scene, config.expressions_per_scene, config.ranking_weight, &mut rng);
     (scene, expressions)
 }
 
