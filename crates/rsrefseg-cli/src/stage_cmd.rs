@@ -262,6 +262,7 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
         tune_siglip_vision: args.tune_siglip_vision,
         correction_clicks: args.correction_clicks,
         dense_loss: args.dense_loss,
+        ranking_weight: args.ranking_weight,
     };
     let mut runner = StageRunner::new(TrainModel::from_model(model, None, device), stage_config);
     if args.resume {

@@ -106,6 +106,8 @@ fn bad_stage_options_are_refused_by_name() {
         (&["--data-seed", "5", "--val-seed", "5"][..], "--val-seed"),
         (&["--dense-loss=-1"][..], "--dense-loss"),
         (&["--dense-loss", "1"][..], "--stage referring"),
+        (&["--ranking-weight", "0"][..], "--ranking-weight"),
+        (&["--ranking-weight", "inf"][..], "--ranking-weight"),
     ] {
         let out = run_stage("vision-language", &dir.join("x"), extra);
         assert!(!out.status.success(), "{extra:?} accepted");

@@ -106,6 +106,14 @@ pub struct StageConfig {
     /// Stage 3: weight of the dense-prompt term (see [`referring`]); 0 = RSRefSeg 2's loss alone.
     #[serde(default)]
     pub dense_loss: f64,
+    /// Weight of the ranking forms in the training stream
+    /// ([`crate::synth::SynthConfig::ranking_weight`]; checkpoints without it were made at 1).
+    #[serde(default = "benchmark_mix")]
+    pub ranking_weight: f32,
+}
+
+fn benchmark_mix() -> f32 {
+    1.0
 }
 
 impl StageConfig {
