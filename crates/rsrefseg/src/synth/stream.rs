@@ -5,9 +5,10 @@
 //! sees exactly the scenes an uninterrupted one would. Held-out sets are written to disk with
 //! other seeds by `rsrefseg synth` and never drawn from a training stream.
 
-use super::expressions::{generate_expressions_weighted, Expression};
-use super::scene::{generate_scene, Scene, SceneObject};
-use super::{SynthConfig, SynthRng};
+use super::expressions::Expression;
+use super::scene::{Scene, SceneObject};
+use super::writer::scene_with_expressions;
+use super::SynthConfig;
 
 /// A seeded, endless sequence of scenes with their referring expressions.
 #[derive(Clone, Debug)]
@@ -40,10 +41,7 @@ impl SceneStream {
 
     /// Scene `index` (the same whatever was asked before).
     pub fn sample(&self, index: u64) -> StreamSample {
-        let mut rng = SynthRng::for_scene(self.seed, index);
-        let scene = generate_scene(&self.config, &mut rng);
-        let expressions =
-            generate_expressions_weighted(&scene, self.config.expressions_per_scene, self.config.ranking_weight, &mut rng);
+        let (scene, expressions) = scene_with_expressions(&self.config, self.seed, index);
         StreamSample { scene, expressions }
     }
 
