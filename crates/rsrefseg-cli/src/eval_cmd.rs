@@ -60,8 +60,32 @@ pub struct EvalArgs {
     /// nano answers best with) or the previous answer's logits (SAM's iterative recipe).
     #[arg(long, value_enum, default_value = "dense")]
     pub click_mask_prompt: ClickMaskPrompt,
+    /// Also answer each sample from its referent's ground-truth box and report those metrics
+    /// (a diagnosis, not a result): `with-sentence` adds the box to the sentence's prompts (what
+    /// a user drawing a perfect box gets); `alone` gives SAM the box and nothing else, i.e. the
+    /// model's segmenter under a perfect identification of the referent.
+    #[arg(long, value_enum)]
+    pub oracle_box: Option<OracleBox>,
     #[command(flatten)]
     pub backend: BackendArgs,
+}
+
+/// Answers beyond the sentence's own: simulated corrective clicks, the ground-truth box.
+#[derive(Clone, Copy, Debug)]
+pub struct ExtraAnswers {
+    pub clicks: usize,
+    pub click_mask_prompt: ClickMaskPrompt,
+    pub oracle_box: Option<OracleBox>,
+}
+
+impl ExtraAnswers {
+    pub const NONE: Self = Self { clicks: 0, click_mask_prompt: ClickMaskPrompt::Dense, oracle_box: None };
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OracleBox {
+    WithSentence,
+    Alone,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +171,8 @@ pub struct EvalResult {
     pub iou_pearson: Option<f64>,
     /// Metrics after 0, 1, … simulated corrective clicks (empty unless asked for).
     pub click_curve: Vec<Metrics>,
+    /// Metrics with the referent's ground-truth box added to the prompts (`--oracle-box`).
+    pub oracle_box: Option<Metrics>,
     /// Masks compared with those of a reference model (the f32 one, under `--precision int8`).
     pub agreement: Option<Agreement>,
 }
@@ -186,8 +212,7 @@ pub fn evaluate<B: Backend>(
     tokenizer: &TextTokenizer,
     device: &B::Device,
     limit: Option<usize>,
-    clicks: usize,
-    click_mask_prompt: ClickMaskPrompt,
+    extra: ExtraAnswers,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<EvalResult> {
     assert_eq!(dataset.mode, Mode::Eval, "evaluation scores at the original size");
@@ -201,9 +226,11 @@ pub fn evaluate<B: Backend>(
     let mut per_kind: BTreeMap<String, MetricsAccumulator> = BTreeMap::new();
     let mut sensitivity = Sensitivity::default();
     let mut iou_pairs: Vec<(f64, f64)> = Vec::new();
+    let clicks = extra.clicks;
     let mut curve: Vec<MetricsAccumulator> = (0..=clicks).map(|_| MetricsAccumulator::new()).collect();
+    let mut boxed = MetricsAccumulator::new();
     // Corrections go through the segmentation pipeline (decoder only, on cached prompts).
-    let segmenter = (clicks > 0).then(|| Segmenter::new(model.clone(), None, s, device.clone()));
+    let segmenter = (clicks > 0 || extra.oracle_box.is_some()).then(|| Segmenter::new(model.clone(), None, s, device.clone()));
     // The current image: its path, encoding and the (prediction, ground truth) of its samples.
     let mut current: Option<(std::path::PathBuf, rsrefseg::model::ImageEncoding<B>)> = None;
     let mut reference_image: Option<rsrefseg::model::ImageEncoding<B>> = None;
@@ -243,7 +270,17 @@ pub fn evaluate<B: Backend>(
             let encoded = EncodedImage { encoding: image.clone(), geometry: item.geometry, timings: Default::default() };
             let tokens = tokenizer.encode_batch(&[item.sentence.as_str()]).map_err(|e| anyhow!("sample {i}: {e}"))?;
             let sentence = Sentence { ids: tokens.input_ids[0].clone(), attention_mask: tokens.attention_mask[0].clone(), note: None };
-            click_rounds(segmenter, &encoded, &sentence, &item.gt, category, click_mask_prompt, &mut curve).map_err(|e| anyhow!("sample {i}: {e}"))?;
+            if clicks > 0 {
+                click_rounds(segmenter, &encoded, &sentence, &item.gt, category, extra.click_mask_prompt, &mut curve)
+                    .map_err(|e| anyhow!("sample {i}: {e}"))?;
+            }
+            if let Some(oracle) = extra.oracle_box {
+                let pred = match oracle {
+                    OracleBox::WithSentence => boxed_answer(segmenter, &encoded, &sentence, &item.gt).map_err(|e| anyhow!("sample {i}: {e}"))?,
+                    OracleBox::Alone => box_alone_answer(model, image, item.geometry, &item.gt, device)?,
+                };
+                boxed.add(&pred, &item.gt, category).map_err(|e| anyhow!("sample {i}: {e}"))?;
+            }
         }
         answers.push((pred, item.gt));
         progress(i + 1, n);
@@ -256,6 +293,7 @@ pub fn evaluate<B: Backend>(
         sensitivity,
         iou_pearson: pearson(&iou_pairs),
         click_curve: if clicks > 0 { curve.into_iter().filter_map(|a| a.compute()).collect() } else { Vec::new() },
+        oracle_box: boxed.compute(),
         agreement,
     })
 }
@@ -289,6 +327,59 @@ fn click_rounds<B: Backend>(
         answer = block_on(segmenter.answer(image, &prompts, &corrections, previous))?;
     }
     Ok(())
+}
+
+/// The sentence's answer with the ground truth's bounding box added to its prompts (an empty
+/// ground truth gets the sentence's own answer).
+fn boxed_answer<B: Backend>(segmenter: &Segmenter<B>, image: &EncodedImage<B>, sentence: &Sentence, gt: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let (h, w) = image.geometry.original;
+    let prompts = block_on(segmenter.prompts(image, sentence, now_ms()))?;
+    let corrections = Corrections { clicks: Vec::new(), bbox: pixel_box(gt, h, w) };
+    let answer = block_on(segmenter.answer(image, &prompts, &corrections, None))?;
+    Ok(answer.mask.iter().map(|&m| u8::from(m != 0)).collect())
+}
+
+/// SAM's answer from the ground truth's bounding box alone (no sentence, no dense prompt: SAM's
+/// "no mask" embedding), mapped to the model's input frame as the segmenter maps a user's box.
+/// An empty ground truth gets an empty answer.
+fn box_alone_answer<B: Backend>(
+    model: &RsRefSeg<B>,
+    image: &rsrefseg::model::ImageEncoding<B>,
+    geometry: rsrefseg::pre::Geometry,
+    gt: &[u8],
+    device: &B::Device,
+) -> Result<Vec<u8>> {
+    let (h0, w0) = geometry.original;
+    let Some([x0, y0, x1, y1]) = pixel_box(gt, h0, w0) else {
+        return Ok(vec![0; gt.len()]);
+    };
+    let (h1, w1) = geometry.resized;
+    let (sx, sy) = (w1 as f32 / w0 as f32, h1 as f32 / h0 as f32);
+    let corners = vec![x0 * sx - 0.5, y0 * sy - 0.5, x1 * sx - 0.5, y1 * sy - 0.5];
+    let boxes = Tensor::<B, 2>::from_data(TensorData::new(corners, [1, 4]), device);
+    let prompts = model.sam.sam_prompt_encoder.forward(None, Some(boxes), None, 1);
+    let out = model.sam.decode(&image.sam, prompts.sparse, prompts.dense, false, false);
+    mask_bytes(logits_at_original_size(out.masks, geometry))
+}
+
+/// The box through the centres of a mask's outermost pixels, as the promptable stage draws
+/// boxes (`x0, y0, x1, y1` in continuous image coordinates; a one-pixel-wide side is widened
+/// to one pixel so that the box has an area). `None` for an empty mask.
+pub fn pixel_box(mask: &[u8], h: usize, w: usize) -> Option<[f32; 4]> {
+    if mask.len() != h * w {
+        return None;
+    }
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for (p, _) in mask.iter().enumerate().filter(|(_, &m)| m != 0) {
+        let (y, x) = (p / w, p % w);
+        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+    }
+    if x0 == usize::MAX {
+        return None;
+    }
+    let side = |a: usize, b: usize| (a as f32 + 0.5, if b > a { b as f32 + 0.5 } else { a as f32 + 1.0 });
+    let ((x0, x1), (y0, y1)) = (side(x0, x1), side(y0, y1));
+    Some([x0, y0, x1, y1])
 }
 
 /// A binary mask (logits > 0) as 0/1 bytes.
@@ -478,6 +569,11 @@ impl EvalResult {
                 }).collect(),
             );
         }
+        if let Some(m) = &self.oracle_box {
+            let mut x = summary(m);
+            x["per_category"] = Value::Object(m.per_category.iter().map(|(c, x)| (c.clone(), num(x / 100.0))).collect());
+            v["oracle_box"] = x;
+        }
         v
     }
 
@@ -522,6 +618,14 @@ impl EvalResult {
                 s.push_str(&format!("\n{k:<14}{:>8.2}{:>8.2}{:>8.2}", m.target.giou, m.target.ciou, m.target.precision[0]));
             }
         }
+        if let Some(m) = &self.oracle_box {
+            s.push_str(&format!(
+                "\nfrom the ground-truth box (--oracle-box): gIoU {:.2}, cIoU {:.2}, Pr@0.5 {:.2}, Pr@0.9 {:.2}",
+                m.target.giou, m.target.ciou, m.target.precision[0], m.target.precision[THRESHOLDS.len() - 1]
+            ));
+            let cats: Vec<String> = m.per_category.iter().map(|(c, x)| format!("{c} {x:.1}")).collect();
+            s.push_str(&format!("\n  per category: {}", cats.join(", ")));
+        }
         s
     }
 }
@@ -565,7 +669,7 @@ fn eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
     let model = args.backend.precision.prepare(model);
 
     let start = std::time::Instant::now();
-    let result = evaluate(&model, reference.as_ref(), &config, &dataset, &tokenizer, &device, args.limit, args.clicks as usize, args.click_mask_prompt, |done, total| {
+    let result = evaluate(&model, reference.as_ref(), &config, &dataset, &tokenizer, &device, args.limit, ExtraAnswers { clicks: args.clicks as usize, click_mask_prompt: args.click_mask_prompt, oracle_box: args.oracle_box }, |done, total| {
         if done % 50 == 0 || done == total {
             eprintln!("{done}/{total} samples");
         }
@@ -584,6 +688,25 @@ fn eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pixel_box_runs_through_the_outermost_pixel_centres() {
+        // 5 × 4 image, object on columns 1..=3 of rows 1..=2.
+        let mut m = vec![0u8; 20];
+        for y in 1..=2 {
+            for x in 1..=3 {
+                m[y * 5 + x] = 1;
+            }
+        }
+        assert_eq!(pixel_box(&m, 4, 5), Some([1.5, 1.5, 3.5, 2.5]));
+        // One pixel: widened to one pixel on each side, so the box has an area.
+        let mut one = vec![0u8; 20];
+        one[2 * 5 + 4] = 1;
+        assert_eq!(pixel_box(&one, 4, 5), Some([4.5, 2.5, 5.0, 3.0]));
+        assert_eq!(pixel_box(&[0u8; 20], 4, 5), None);
+        // A mask of the wrong size gives no box rather than one outside the image.
+        assert_eq!(pixel_box(&m, 5, 5), None);
+    }
 
     #[test]
     fn pearson_of_known_pairs() {

@@ -113,6 +113,11 @@ pub struct StageArgs {
     /// more asks more of the forms a small model learns last. Held-out scenes keep 1.
     #[arg(long, default_value_t = 1.0)]
     pub ranking_weight: f32,
+    /// Stage 3: weight of stage 2's interactive loss (points, noisy boxes, coarse masks, a
+    /// correction click) on the same scenes, so that the decoder keeps following a user's boxes
+    /// and clicks while it learns the prompter's prompts. 0 = none.
+    #[arg(long, default_value_t = 0.0)]
+    pub promptable_loss: f64,
     /// Seed of the training scene stream (held-out scenes use another stream).
     #[arg(long, default_value_t = 1)]
     pub data_seed: u64,
@@ -172,6 +177,12 @@ pub fn run(args: StageArgs) -> Result<()> {
     }
     if args.dense_loss > 0.0 && args.stage != StageArg::Referring {
         bail!("--dense-loss weighs a stage-3 term; it needs --stage referring");
+    }
+    if !(args.promptable_loss.is_finite() && (0.0..=100.0).contains(&args.promptable_loss)) {
+        bail!("--promptable-loss must be a number in [0, 100], not {}", args.promptable_loss);
+    }
+    if args.promptable_loss > 0.0 && args.stage != StageArg::Referring {
+        bail!("--promptable-loss weighs a stage-3 term; it needs --stage referring (stage 2 is --stage promptable)");
     }
     if !(args.ranking_weight.is_finite() && args.ranking_weight > 0.0 && args.ranking_weight <= 100.0) {
         bail!("--ranking-weight must be a number in (0, 100], not {}", args.ranking_weight);
@@ -263,6 +274,7 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
         correction_clicks: args.correction_clicks,
         dense_loss: args.dense_loss,
         ranking_weight: args.ranking_weight,
+        promptable_loss: args.promptable_loss,
     };
     let mut runner = StageRunner::new(TrainModel::from_model(model, None, device), stage_config);
     if args.resume {
@@ -292,7 +304,8 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
                     stages::promptable::loss(&model.model.sam, &samples, grid, &mut rng, device)
                 }
                 Stage::Referring => {
-                    stages::referring::loss(model, &config, &tokenizer, &refseg, &samples, &runner.config, device)
+                    let mut rng = SplitMix64(args.data_seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x3EF3);
+                    stages::referring::loss(model, &config, &tokenizer, &refseg, &samples, &runner.config, &mut rng, device)
                 }
             }
             .map_err(|e| anyhow!("step {step}: {e}"))?
@@ -366,7 +379,10 @@ pub fn validate<B: Backend>(
         }
         Stage::Referring => {
             let r = crate::eval_cmd::evaluate_scenes(model, config, tokenizer, held_out, device)?;
-            json!({"giou": r.giou, "relational_giou": r.relational_giou, "sentence_sensitivity": r.sensitivity})
+            // Also what the decoder makes of a user's box or click alone (stage 2's check).
+            let (from_box, from_point) = stages::promptable::prompt_iou(&model.sam, held_out, device).map_err(|e| anyhow!("{e}"))?;
+            json!({"giou": r.giou, "relational_giou": r.relational_giou, "sentence_sensitivity": r.sensitivity,
+                   "iou_from_box": from_box, "iou_from_point": from_point})
         }
     })
 }

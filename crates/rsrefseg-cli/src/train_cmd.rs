@@ -490,7 +490,7 @@ fn validate<B: AutodiffBackend>(
     epoch: usize,
 ) -> Result<()> {
     let model = trainer.valid_model().model;
-    let result = evaluate(&model, None, config, val, tokenizer, device, args.val_limit, 0, crate::eval_cmd::ClickMaskPrompt::Dense, |_, _| {})?;
+    let result = evaluate(&model, None, config, val, tokenizer, device, args.val_limit, crate::eval_cmd::ExtraAnswers::NONE, |_, _| {})?;
     let mut line = result.to_json();
     let giou = line["giou"].as_f64().unwrap_or(f64::NAN);
     let step = trainer.state.step;

@@ -62,21 +62,30 @@ fn three_stages_chain_and_resume() {
         assert!(svg.starts_with("<svg") && svg.contains("optimizer step") && svg.contains(terms[0]));
         assert!(dir.join("checkpoint/state.json").is_file());
     }
-    // Stage 3 with a correction round and the dense-prompt term: each is a loss term of its own.
+    // Stage 3 with a correction round, the dense-prompt term and stage 2's interactive loss:
+    // each is a loss term of its own.
     let clicked = dir.join("3-clicks");
     let out = run_stage(
         "referring",
         &clicked,
-        &["--init", init.to_str().unwrap(), "--siglip-from", siglip.to_str().unwrap(), "--correction-clicks", "--dense-loss", "1"],
+        &[
+            "--init", init.to_str().unwrap(), "--siglip-from", siglip.to_str().unwrap(), "--correction-clicks", "--dense-loss", "1",
+            "--promptable-loss", "0.5",
+        ],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let log = lines(&clicked.join("metrics.jsonl"));
     let last = log.iter().filter(|l| l["kind"] == "step").last().unwrap();
-    for term in ["clicked", "dense"] {
+    for term in ["clicked", "dense", "promptable"] {
         assert!(last[term].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{term}: {last}");
     }
     let plain = lines(&refer.join("metrics.jsonl"));
-    assert!(plain.iter().all(|l| l.get("dense").is_none()), "the dense term is off by default");
+    assert!(plain.iter().all(|l| l.get("dense").is_none() && l.get("promptable").is_none()), "extra terms are off by default");
+    // The referring stage's held-out check also scores the decoder from a box and a point alone.
+    let val = plain.iter().find(|l| l["kind"] == "val").unwrap();
+    for key in ["iou_from_box", "iou_from_point"] {
+        assert!(val[key].as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)), "{key}: {val}");
+    }
 
     // The final model loads and evaluates as a whole (stage 3's output is a full nano model).
     let weights = std::fs::read(refer.join("weights.safetensors")).unwrap();
@@ -108,6 +117,9 @@ fn bad_stage_options_are_refused_by_name() {
         (&["--dense-loss", "1"][..], "--stage referring"),
         (&["--ranking-weight", "0"][..], "--ranking-weight"),
         (&["--ranking-weight", "inf"][..], "--ranking-weight"),
+        (&["--promptable-loss=-1"][..], "--promptable-loss"),
+        (&["--promptable-loss", "NaN"][..], "--promptable-loss"),
+        (&["--promptable-loss", "1"][..], "--stage referring"),
     ] {
         let out = run_stage("vision-language", &dir.join("x"), extra);
         assert!(!out.status.success(), "{extra:?} accepted");

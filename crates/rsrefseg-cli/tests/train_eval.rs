@@ -179,4 +179,19 @@ fn train_resume_nan_stop_and_eval() {
     assert_eq!(curve.iter().map(|c| c["clicks"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1, 2], "{v}");
     assert!((curve[0]["giou"].as_f64().unwrap() - giou).abs() < 1e-9, "{v}");
     assert!(curve.iter().all(|c| c["num_samples"] == 4), "{v}");
+
+    // The ground-truth-box diagnosis, both ways: every sample answered again, scored apart
+    // from the sentence's answers (which stay as they were).
+    for oracle in ["alone", "with-sentence"] {
+        let json_path = dir.join(format!("eval-{oracle}.json"));
+        let out = ok(rsrefseg(&[
+            "eval", "--config", &d(&a.join("config.json")), "--weights", &d(&a.join("best.safetensors")), "--data", &d(&data),
+            "--split", "test", "--json", &d(&json_path), "--threads", "2", "--oracle-box", oracle,
+        ]));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ground-truth box"));
+        let w: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+        assert_eq!(w["giou"], v["giou"], "{w}");
+        assert_eq!(w["oracle_box"]["num_samples"], 4, "{w}");
+        assert!((0.0..=1.0).contains(&w["oracle_box"]["giou"].as_f64().unwrap()), "{w}");
+    }
 }

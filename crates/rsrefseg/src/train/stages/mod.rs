@@ -110,6 +110,10 @@ pub struct StageConfig {
     /// ([`crate::synth::SynthConfig::ranking_weight`]; checkpoints without it were made at 1).
     #[serde(default = "benchmark_mix")]
     pub ranking_weight: f32,
+    /// Stage 3: weight of stage 2's interactive loss on the same scenes (see [`referring`]);
+    /// 0 = none (checkpoints without it were made without).
+    #[serde(default)]
+    pub promptable_loss: f64,
 }
 
 fn benchmark_mix() -> f32 {

@@ -143,6 +143,20 @@ pub fn loss<B: Backend>(
     rng: &mut SplitMix64,
     device: &B::Device,
 ) -> Result<StageLoss<B>, String> {
+    let features = sam.encode_image(sam_pixels(scenes_x01::<B>(samples, device)));
+    loss_with_features(sam, samples, &features, grid, rng, device)
+}
+
+/// [`loss`] on image features already computed (one row per scene of `samples`): the referring
+/// stage's promptable term reuses its own encoding of the scenes.
+pub fn loss_with_features<B: Backend>(
+    sam: &Sam2<B>,
+    samples: &[StreamSample],
+    features: &Sam2ImageFeatures<B>,
+    grid: usize,
+    rng: &mut SplitMix64,
+    device: &B::Device,
+) -> Result<StageLoss<B>, String> {
     let size = samples[0].scene.width;
     let m = 4 * sam.sam_prompt_encoder.image_embedding_size[0];
     let mut rows: Vec<Row> = Vec::new();
@@ -164,9 +178,8 @@ pub fn loss<B: Backend>(
         return Err("no object in the batch".into());
     }
     let n = rows.len();
-    let features = sam.encode_image(sam_pixels(scenes_x01::<B>(samples, device)));
     let scene_of: Vec<usize> = rows.iter().map(|r| r.scene).collect();
-    let features = features_for_rows(&features, &scene_of, device);
+    let features = features_for_rows(features, &scene_of, device);
     let objects: Vec<&SceneObject> = rows.iter().map(|r| &samples[r.scene].scene.objects[r.object]).collect();
     let gt = masks::<B>(&objects.iter().map(|o| o.mask.as_slice()).collect::<Vec<_>>(), size, device);
 
