@@ -5,7 +5,7 @@
 #   1. vision-language  nano-SigLIP, SigLIP's sigmoid loss on regions/patches vs expressions
 #   2. promptable       nano-SAM from points, boxes and coarse masks + a correction click
 #   3. referring        RSRefSeg 2's loss (+ a dense-prompt term), encoders of 1-2 frozen
-#                       (one encoding per scene); 3b … 3k continue it, one cosine cycle
+#                       (one encoding per scene); 3b … 3l continue it, one cosine cycle
 #                       each on new scenes, the prompter kept
 #
 # then the test-split evaluation (a synthetic set of a seed no stage trains or validates on),
@@ -91,17 +91,19 @@ stage 2d-promptable "$S2D" "$WORK/2c-promptable/weights.safetensors" --stage pro
     --config "$CONFIG" --stage referring --scenes-per-step 4 --lr 5e-4 --warmup-steps 100 --val-every 200 --dense-loss 1 \
     ${THREADS:+--threads "$THREADS"}
 FINAL="$WORK/$REF"
-# Stages 3b-3k: further cosine cycles of stage 3 on new scenes (cycle:data seed:lr[:extra options]),
-# the prompter kept; the held-out gIoU rose from 0.49 to 0.62 over them (README). The last cycle
-# also tunes SigLIP's vision tower and writes 4x as many ranking expressions (ordinals,
-# superlatives) into its stream. The ablations compare stage 3 alone.
+# Stages 3b-3l: further cosine cycles of stage 3 on new scenes (cycle:data seed:lr[:steps[:extra
+# options]]; steps default to S3B), the prompter kept; the held-out gIoU rose from 0.49 to 0.62
+# over them (README). 3k also tunes SigLIP's vision tower and writes 4x as many ranking
+# expressions (ordinals, superlatives) into its stream; 3l adds stage 2's interactive loss, so
+# that the decoder follows boxes and clicks again. The ablations compare stage 3 alone.
 if [ -z "$ABLATION" ] && [ "$S3B" -gt 0 ]; then
     for cycle in b:2:3e-4 c:3:3e-4 d:4:3e-4 e:5:3e-4 f:6:3e-4 g:7:3e-4 h:8:3e-4 i:9:3e-4 j:10:1.5e-4 \
-        "k:13:3e-4:--ranking-weight 4 --tune-siglip-vision"; do
-        IFS=: read -r name seed lr extra <<< "$cycle"
+        "k:13:3e-4::--ranking-weight 4 --tune-siglip-vision" \
+        "l:15:3e-4:$((S3B * 4 / 5 > 0 ? S3B * 4 / 5 : 1)):--ranking-weight 4 --tune-siglip-vision --promptable-loss 1"; do
+        IFS=: read -r name seed lr steps extra <<< "$cycle"
         out="$WORK/3$name-referring"
         # shellcheck disable=SC2086  # $extra is a list of options
-        "$BIN" stage --out "$out" --steps "$S3B" --resume --init "$FINAL/weights.safetensors" --keep-prompter \
+        "$BIN" stage --out "$out" --steps "${steps:-$S3B}" --resume --init "$FINAL/weights.safetensors" --keep-prompter \
             --config "$CONFIG" --stage referring --scenes-per-step 4 --lr "$lr" --warmup-steps 50 --val-every 200 \
             --dense-loss 1 --data-seed "$seed" $extra ${THREADS:+--threads "$THREADS"}
         FINAL="$out"
@@ -120,7 +122,7 @@ if [ -z "$ABLATION" ] && [ "$WORK" = target/nano-stages ]; then
     cp "$WORK/2d-promptable/weights.safetensors" "$SHIPPED/2d-promptable.safetensors"
     cp "$FINAL/weights.safetensors" models/nano/nano.safetensors
     cp "$WORK/eval-test-$REF.json" models/nano/eval-test.json
-    for s in 1-vision-language 2-promptable 2b-promptable 2c-promptable 2d-promptable 3-referring 3{b,c,d,e,f,g,h,i,j,k}-referring; do
+    for s in 1-vision-language 2-promptable 2b-promptable 2c-promptable 2d-promptable 3-referring 3{b,c,d,e,f,g,h,i,j,k,l}-referring; do
         for p in loss val; do
             [ -f "$WORK/$s/plots/$p.svg" ] && cp "$WORK/$s/plots/$p.svg" "models/nano/plots/$s-$p.svg"
         done

@@ -88,6 +88,15 @@ pub enum OracleBox {
     Alone,
 }
 
+impl OracleBox {
+    pub fn name(self) -> &'static str {
+        match self {
+            OracleBox::WithSentence => "with-sentence",
+            OracleBox::Alone => "alone",
+        }
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClickMaskPrompt {
     Dense,
@@ -171,8 +180,9 @@ pub struct EvalResult {
     pub iou_pearson: Option<f64>,
     /// Metrics after 0, 1, … simulated corrective clicks (empty unless asked for).
     pub click_curve: Vec<Metrics>,
-    /// Metrics with the referent's ground-truth box added to the prompts (`--oracle-box`).
-    pub oracle_box: Option<Metrics>,
+    /// Metrics of the answers from the referent's ground-truth box (`--oracle-box`: alone, or
+    /// added to the sentence's prompts).
+    pub oracle_box: Option<(OracleBox, Metrics)>,
     /// Masks compared with those of a reference model (the f32 one, under `--precision int8`).
     pub agreement: Option<Agreement>,
 }
@@ -293,7 +303,7 @@ pub fn evaluate<B: Backend>(
         sensitivity,
         iou_pearson: pearson(&iou_pairs),
         click_curve: if clicks > 0 { curve.into_iter().filter_map(|a| a.compute()).collect() } else { Vec::new() },
-        oracle_box: boxed.compute(),
+        oracle_box: extra.oracle_box.zip(boxed.compute()),
         agreement,
     })
 }
@@ -569,8 +579,9 @@ impl EvalResult {
                 }).collect(),
             );
         }
-        if let Some(m) = &self.oracle_box {
+        if let Some((oracle, m)) = &self.oracle_box {
             let mut x = summary(m);
+            x["prompts"] = json!(oracle.name());
             x["per_category"] = Value::Object(m.per_category.iter().map(|(c, x)| (c.clone(), num(x / 100.0))).collect());
             v["oracle_box"] = x;
         }
@@ -618,9 +629,10 @@ impl EvalResult {
                 s.push_str(&format!("\n{k:<14}{:>8.2}{:>8.2}{:>8.2}", m.target.giou, m.target.ciou, m.target.precision[0]));
             }
         }
-        if let Some(m) = &self.oracle_box {
+        if let Some((oracle, m)) = &self.oracle_box {
             s.push_str(&format!(
-                "\nfrom the ground-truth box (--oracle-box): gIoU {:.2}, cIoU {:.2}, Pr@0.5 {:.2}, Pr@0.9 {:.2}",
+                "\nfrom the ground-truth box (--oracle-box {}): gIoU {:.2}, cIoU {:.2}, Pr@0.5 {:.2}, Pr@0.9 {:.2}",
+                oracle.name(),
                 m.target.giou, m.target.ciou, m.target.precision[0], m.target.precision[THRESHOLDS.len() - 1]
             ));
             let cats: Vec<String> = m.per_category.iter().map(|(c, x)| format!("{c} {x:.1}")).collect();

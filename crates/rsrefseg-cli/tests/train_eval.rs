@@ -192,6 +192,7 @@ fn train_resume_nan_stop_and_eval() {
         let w: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
         assert_eq!(w["giou"], v["giou"], "{w}");
         assert_eq!(w["oracle_box"]["num_samples"], 4, "{w}");
+        assert_eq!(w["oracle_box"]["prompts"], oracle, "{w}");
         assert!((0.0..=1.0).contains(&w["oracle_box"]["giou"].as_f64().unwrap()), "{w}");
     }
 }

@@ -20,8 +20,8 @@
 //!
 //! With `promptable_loss` > 0 stage 2's loss joins in, on the same scenes and encodings: trained
 //! on the prompter's prompts alone, the decoder forgets the points, boxes and mask prompts of
-//! stage 2 (the shipped nano model's answer from a perfect box alone fell to gIoU 0.16, and a
-//! box added to a sentence changed almost nothing), which are what `segment --box/--point` and
+//! stage 2 (after cycle 3k the nano model's answer from a perfect box alone had fallen to gIoU
+//! 0.16, and a box added to a sentence changed almost nothing), which are what `segment --box/--point` and
 //! the page's correction clicks give it.
 
 use super::{index, masks, scenes_x01, tokens, StageLoss};
@@ -48,21 +48,10 @@ pub struct EncoderTuning {
     pub siglip_vision: bool,
 }
 
-/// Encode the scenes once and repeat the encodings per row (`rows[i]` = scene of row i).
+/// Encode each scene of `samples` once (`v` `[scenes, grid², d1]`, SAM features per scene).
 /// A frozen encoder runs on the inner (non-autodiff) backend and its output is lifted onto the
 /// autodiff backend as a constant; a tuned one runs on the autodiff backend (still once per
 /// scene, so its gradient sums over the scene's expressions).
-pub fn frozen_encoding<B: AutodiffBackend>(
-    model: &TrainModel<B>,
-    samples: &[StreamSample],
-    rows: &[usize],
-    tune: EncoderTuning,
-    device: &B::Device,
-) -> ImageEncoding<B> {
-    per_row(scene_encoding(model, samples, tune, device), rows, device)
-}
-
-/// One encoding per scene of `samples` (see [`frozen_encoding`]).
 fn scene_encoding<B: AutodiffBackend>(
     model: &TrainModel<B>,
     samples: &[StreamSample],
@@ -95,7 +84,7 @@ fn scene_encoding<B: AutodiffBackend>(
     ImageEncoding { v, sam }
 }
 
-/// The scenes' encodings repeated per row.
+/// The scenes' encodings repeated per row (`rows[i]` = scene of row i).
 fn per_row<B: AutodiffBackend>(scenes: ImageEncoding<B>, rows: &[usize], device: &B::Device) -> ImageEncoding<B> {
     let idx = index::<B>(rows, device);
     let ImageEncoding { v, sam } = scenes;
