@@ -16,7 +16,7 @@ use rsrefseg::encoders::TextTokenizer;
 use rsrefseg::model::{load_rsrefseg_tensors, RsRefSeg};
 use rsrefseg::data::clicks::corrective_click;
 use rsrefseg::post::{binary_mask, logits_at_original_size};
-use rsrefseg::segmenter::{block_on, now_ms, Corrections, EncodedImage, Segmenter, Sentence};
+use rsrefseg::segmenter::{block_on, box_in_model_frame, now_ms, Corrections, EncodedImage, Segmenter, Sentence, SentencePrompts};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -280,13 +280,14 @@ pub fn evaluate<B: Backend>(
             let encoded = EncodedImage { encoding: image.clone(), geometry: item.geometry, timings: Default::default() };
             let tokens = tokenizer.encode_batch(&[item.sentence.as_str()]).map_err(|e| anyhow!("sample {i}: {e}"))?;
             let sentence = Sentence { ids: tokens.input_ids[0].clone(), attention_mask: tokens.attention_mask[0].clone(), note: None };
+            let prompts = block_on(segmenter.prompts(&encoded, &sentence, now_ms())).map_err(|e| anyhow!("sample {i}: {e}"))?;
             if clicks > 0 {
-                click_rounds(segmenter, &encoded, &sentence, &item.gt, category, extra.click_mask_prompt, &mut curve)
+                click_rounds(segmenter, &encoded, &prompts, &item.gt, category, extra.click_mask_prompt, &mut curve)
                     .map_err(|e| anyhow!("sample {i}: {e}"))?;
             }
             if let Some(oracle) = extra.oracle_box {
                 let pred = match oracle {
-                    OracleBox::WithSentence => boxed_answer(segmenter, &encoded, &sentence, &item.gt).map_err(|e| anyhow!("sample {i}: {e}"))?,
+                    OracleBox::WithSentence => boxed_answer(segmenter, &encoded, &prompts, &item.gt).map_err(|e| anyhow!("sample {i}: {e}"))?,
                     OracleBox::Alone => box_alone_answer(model, image, item.geometry, &item.gt, device)?,
                 };
                 boxed.add(&pred, &item.gt, category).map_err(|e| anyhow!("sample {i}: {e}"))?;
@@ -312,16 +313,15 @@ pub fn evaluate<B: Backend>(
 fn click_rounds<B: Backend>(
     segmenter: &Segmenter<B>,
     image: &EncodedImage<B>,
-    sentence: &Sentence,
+    prompts: &SentencePrompts<B>,
     gt: &[u8],
     category: Option<&str>,
     mask_prompt: ClickMaskPrompt,
     curve: &mut [MetricsAccumulator],
 ) -> std::result::Result<(), String> {
     let (h, w) = image.geometry.original;
-    let prompts = block_on(segmenter.prompts(image, sentence, now_ms()))?;
     let mut corrections = Corrections::default();
-    let mut answer = block_on(segmenter.answer(image, &prompts, &corrections, None))?;
+    let mut answer = block_on(segmenter.answer(image, prompts, &corrections, None))?;
     let rounds = curve.len();
     for (k, acc) in curve.iter_mut().enumerate() {
         let pred: Vec<u8> = answer.mask.iter().map(|&m| u8::from(m != 0)).collect();
@@ -334,18 +334,22 @@ fn click_rounds<B: Backend>(
             corrections.clicks.push(click);
         }
         let previous = (mask_prompt == ClickMaskPrompt::Previous).then_some(&answer);
-        answer = block_on(segmenter.answer(image, &prompts, &corrections, previous))?;
+        answer = block_on(segmenter.answer(image, prompts, &corrections, previous))?;
     }
     Ok(())
 }
 
 /// The sentence's answer with the ground truth's bounding box added to its prompts (an empty
 /// ground truth gets the sentence's own answer).
-fn boxed_answer<B: Backend>(segmenter: &Segmenter<B>, image: &EncodedImage<B>, sentence: &Sentence, gt: &[u8]) -> std::result::Result<Vec<u8>, String> {
+fn boxed_answer<B: Backend>(
+    segmenter: &Segmenter<B>,
+    image: &EncodedImage<B>,
+    prompts: &SentencePrompts<B>,
+    gt: &[u8],
+) -> std::result::Result<Vec<u8>, String> {
     let (h, w) = image.geometry.original;
-    let prompts = block_on(segmenter.prompts(image, sentence, now_ms()))?;
     let corrections = Corrections { clicks: Vec::new(), bbox: pixel_box(gt, h, w) };
-    let answer = block_on(segmenter.answer(image, &prompts, &corrections, None))?;
+    let answer = block_on(segmenter.answer(image, prompts, &corrections, None))?;
     Ok(answer.mask.iter().map(|&m| u8::from(m != 0)).collect())
 }
 
@@ -360,13 +364,10 @@ fn box_alone_answer<B: Backend>(
     device: &B::Device,
 ) -> Result<Vec<u8>> {
     let (h0, w0) = geometry.original;
-    let Some([x0, y0, x1, y1]) = pixel_box(gt, h0, w0) else {
+    let Some(bbox) = pixel_box(gt, h0, w0) else {
         return Ok(vec![0; gt.len()]);
     };
-    let (h1, w1) = geometry.resized;
-    let (sx, sy) = (w1 as f32 / w0 as f32, h1 as f32 / h0 as f32);
-    let corners = vec![x0 * sx - 0.5, y0 * sy - 0.5, x1 * sx - 0.5, y1 * sy - 0.5];
-    let boxes = Tensor::<B, 2>::from_data(TensorData::new(corners, [1, 4]), device);
+    let boxes = Tensor::<B, 2>::from_data(TensorData::new(box_in_model_frame(bbox, geometry).to_vec(), [1, 4]), device);
     let prompts = model.sam.sam_prompt_encoder.forward(None, Some(boxes), None, 1);
     let out = model.sam.decode(&image.sam, prompts.sparse, prompts.dense, false, false);
     mask_bytes(logits_at_original_size(out.masks, geometry))
@@ -376,17 +377,8 @@ fn box_alone_answer<B: Backend>(
 /// boxes (`x0, y0, x1, y1` in continuous image coordinates; a one-pixel-wide side is widened
 /// to one pixel so that the box has an area). `None` for an empty mask.
 pub fn pixel_box(mask: &[u8], h: usize, w: usize) -> Option<[f32; 4]> {
-    if mask.len() != h * w {
-        return None;
-    }
-    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
-    for (p, _) in mask.iter().enumerate().filter(|(_, &m)| m != 0) {
-        let (y, x) = (p / w, p % w);
-        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
-    }
-    if x0 == usize::MAX {
-        return None;
-    }
+    let mask = rsrefseg::data::rle::Mask::from_nonzero(h, w, mask).ok()?;
+    let [x0, y0, x1, y1] = rsrefseg::data::rle::Rle::encode(&mask).ok()?.bbox_xyxy_inclusive()?;
     let side = |a: usize, b: usize| (a as f32 + 0.5, if b > a { b as f32 + 0.5 } else { a as f32 + 1.0 });
     let ((x0, x1), (y0, y1)) = (side(x0, x1), side(y0, y1));
     Some([x0, y0, x1, y1])

@@ -300,11 +300,11 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
             match stage {
                 Stage::VisionLanguage => stages::vision_language::loss(&model.model, &config, &tokenizer, &samples, device),
                 Stage::Promptable => {
-                    let mut rng = SplitMix64(args.data_seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5A11);
+                    let mut rng = step_rng(args.data_seed, step, 0x5A11);
                     stages::promptable::loss(&model.model.sam, &samples, grid, &mut rng, device)
                 }
                 Stage::Referring => {
-                    let mut rng = SplitMix64(args.data_seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x3EF3);
+                    let mut rng = step_rng(args.data_seed, step, 0x3EF3);
                     stages::referring::loss(model, &config, &tokenizer, &refseg, &samples, &runner.config, &mut rng, device)
                 }
             }
@@ -356,6 +356,12 @@ fn train<B: AutodiffBackend>(args: StageArgs, device: &B::Device) -> Result<()> 
         args.out.join("weights.safetensors").display()
     );
     Ok(())
+}
+
+/// The prompts drawn at one step of a stage: seeded by the data seed, the step and a stage salt,
+/// so that a resumed run draws the same ones.
+fn step_rng(data_seed: u64, step: usize, salt: u64) -> SplitMix64 {
+    SplitMix64(data_seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt)
 }
 
 /// The stage's held-out check (see each stage module), as JSON.

@@ -457,10 +457,7 @@ impl<B: Backend> Segmenter<B> {
                 labels: Tensor::from_data(TensorData::new(labels, [1, n]), &self.device),
             }
         });
-        let boxes = c.bbox.map(|[x0, y0, x1, y1]| {
-            let corners = vec![x0 * sx - 0.5, y0 * sy - 0.5, x1 * sx - 0.5, y1 * sy - 0.5];
-            Tensor::from_data(TensorData::new(corners, [1, 4]), &self.device)
-        });
+        let boxes = c.bbox.map(|b| Tensor::from_data(TensorData::new(box_in_model_frame(b, g).to_vec(), [1, 4]), &self.device));
         let previous_mask = match previous {
             None => None,
             Some(p) => {
@@ -473,6 +470,15 @@ impl<B: Backend> Segmenter<B> {
         };
         Ok(Refinement { points, boxes, previous_mask })
     }
+}
+
+/// A box `(x0, y0, x1, y1)` in the original image's continuous coordinates as SAM's prompt
+/// encoder takes it: scaled to the resized image, as pixel indices (the encoder adds the half
+/// pixel back).
+pub fn box_in_model_frame([x0, y0, x1, y1]: [f32; 4], g: Geometry) -> [f32; 4] {
+    let ((h0, w0), (h1, w1)) = (g.original, g.resized);
+    let (sx, sy) = (w1 as f32 / w0 as f32, h1 as f32 / h0 as f32);
+    [x0 * sx - 0.5, y0 * sy - 0.5, x1 * sx - 0.5, y1 * sy - 0.5]
 }
 
 /// Drive a future to completion natively (the CPU backends never make it wait).
